@@ -1,0 +1,110 @@
+# kata-rv: Kata Containers runtime with Dragonball (riscv64 and x86_64).
+# The two commands a newcomer needs are `make run` (arrives with the shim) and `make test`.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+ARCH ?= riscv64
+ARCHES := riscv64 x86_64
+CARGO ?= cargo
+export KATA_RV_CACHE ?= $(HOME)/.cache/kata-rv
+OUT := $(CURDIR)/out
+TARGET_DIR := $(CURDIR)/target
+
+static_target_riscv64 := riscv64gc-unknown-linux-gnu
+static_target_x86_64 := x86_64-unknown-linux-musl
+cross_cc_riscv64 := riscv64-linux-gnu-gcc
+cross_cc_x86_64 := gcc
+kernel_files_riscv64 := Image config
+kernel_files_x86_64 := vmlinux bzImage config
+STATIC_BINS := kvm-host-init kvm-smoke test-init
+
+ifeq ($(filter $(ARCH),$(ARCHES)),)
+$(error ARCH=$(ARCH) is not supported: use riscv64 or x86_64)
+endif
+
+.PHONY: help setup build host static kernel busybox initrd pause images kvm-artifacts kvm-host \
+        lint test test-riscv64 clean
+
+help:
+	@echo "make setup                 install packages, rustup targets, virtiofsd (idempotent)"
+	@echo "make build                 host binaries + static binaries for both arches"
+	@echo "make kernel ARCH=a         guest kernel (cached in $(KATA_RV_CACHE))"
+	@echo "make initrd ARCH=a         test initrd (static test init as /init)"
+	@echo "make images                OCI image tarballs: busybox + pause, both arches"
+	@echo "make kvm-host ARCH=a CMD=c run CMD inside the KVM test host of ARCH"
+	@echo "make test                  the whole test suite (what CI runs)"
+	@echo "make test-riscv64          the riscv64 KVM-host suites alone"
+	@echo "make clean                 remove build outputs (keeps the cache)"
+
+setup:
+	@scripts/setup.sh
+
+host:
+	$(CARGO) build --workspace --release
+
+# Static binaries of ARCH (for guests and the KVM test hosts) copied into out/ARCH.
+static:
+	$(CARGO) build --release --target $(static_target_$(ARCH)) -p kvm-host --bins
+	mkdir -p $(OUT)/$(ARCH)
+	for b in $(STATIC_BINS); do \
+	  cp -f $(TARGET_DIR)/$(static_target_$(ARCH))/release/$$b $(OUT)/$(ARCH)/$$b; done
+
+build: setup host
+	$(MAKE) --no-print-directory static ARCH=riscv64
+	$(MAKE) --no-print-directory static ARCH=x86_64
+
+kernel:
+	dir=$$(guest-kernel/build.sh $(ARCH)); mkdir -p $(OUT)/$(ARCH); \
+	for f in $(kernel_files_$(ARCH)); do ln -sfn $$dir/$$f $(OUT)/$(ARCH)/$$f; done
+
+busybox:
+	bin=$$(tests/images/busybox.sh $(ARCH)); mkdir -p $(OUT)/$(ARCH); \
+	ln -sfn $$bin $(OUT)/$(ARCH)/busybox; ln -sfn $$bin.links $(OUT)/$(ARCH)/busybox.links
+
+initrd: host static
+	$(TARGET_DIR)/release/rootfs-builder -o $(OUT)/$(ARCH)/test-initrd.cpio.gz \
+	  --init $(OUT)/$(ARCH)/test-init
+
+pause:
+	mkdir -p $(OUT)/$(ARCH)
+	$(cross_cc_$(ARCH)) -static -O2 -s -o $(OUT)/$(ARCH)/pause tests/images/pause.c
+
+images:
+	mkdir -p $(OUT)/images
+	for a in $(ARCHES); do \
+	  $(MAKE) --no-print-directory busybox pause ARCH=$$a; \
+	  tests/images/oci-image.py --arch $$a --name docker.io/library/busybox:latest \
+	    -o $(OUT)/images/busybox-$$a.tar --file $(OUT)/$$a/busybox:/bin/busybox:0755 \
+	    --links $(OUT)/$$a/busybox.links:/bin/busybox --dir tmp:1777 --dir proc --dir sys \
+	    --dir dev --dir root:700 --text etc/passwd='root:x:0:0:root:/root:/bin/sh' \
+	    --text etc/group='root:x:0:' --cmd '["sh"]'; \
+	  tests/images/oci-image.py --arch $$a --name registry.k8s.io/pause:3.6 \
+	    -o $(OUT)/images/pause-$$a.tar --file $(OUT)/$$a/pause:/pause:0755 \
+	    --entrypoint '["/pause"]'; \
+	done
+
+# Everything a KVM test host of ARCH needs: kernel, static binaries, busybox (riscv64).
+kvm-artifacts: kernel static
+	if [[ $(ARCH) == riscv64 ]]; then $(MAKE) --no-print-directory busybox ARCH=riscv64; fi
+
+kvm-host: kvm-artifacts
+	$(CARGO) build --release -p kvm-host --bin kvm-host
+	$(TARGET_DIR)/release/kvm-host --arch $(ARCH) -- $(CMD)
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets --target $(static_target_riscv64) -- -D warnings
+
+test: setup lint
+	for a in $(ARCHES); do $(MAKE) --no-print-directory kvm-artifacts initrd ARCH=$$a; done
+	$(MAKE) --no-print-directory images
+	$(CARGO) test --workspace --release -- --test-threads=2
+
+test-riscv64: setup
+	$(MAKE) --no-print-directory kvm-artifacts initrd ARCH=riscv64
+	$(CARGO) test --release -p kvm-host --test kvm_host_smoke -- riscv64
+
+clean:
+	$(CARGO) clean
+	rm -rf $(OUT)
