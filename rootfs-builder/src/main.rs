@@ -29,7 +29,14 @@ fn add_host_file(archive: &mut Archive, src: &str, dest: &str, mode: Option<u32>
     Ok(())
 }
 
-fn main() -> Result<()> {
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("rootfs-builder: {e:#}");
+        std::process::exit(2);
+    }
+}
+
+fn run() -> Result<()> {
     let mut archive = Archive::new();
     let mut out: Option<PathBuf> = None;
     let mut compression = Compression::Gzip;

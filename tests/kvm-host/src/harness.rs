@@ -310,11 +310,14 @@ impl Drop for TempDir {
     }
 }
 
+/// What an L1 boot is made of: its initrd (init + job + command) and the tagged shares.
+struct L1Boot {
+    initrd: Vec<u8>,
+    shares: Vec<(String, Share)>,
+}
+
 /// The job, command and initrd for an L1 run.
-fn build_l1_initrd(
-    inv: &Invocation,
-    l1: &artifacts::L1Artifacts,
-) -> Result<(Vec<u8>, Vec<(String, Share)>), HarnessError> {
+fn build_l1_initrd(inv: &Invocation, l1: &artifacts::L1Artifacts) -> Result<L1Boot, HarnessError> {
     let mut job = Job {
         cwd: inv.cwd.clone(),
         env: inv.env.clone(),
@@ -331,7 +334,7 @@ fn build_l1_initrd(
                 read_only: true,
             },
         ));
-        job.tmpfs = ["/tmp", "/run", "/var/tmp", "/var/lib/containerd", "/root"]
+        job.tmpfs = ["/tmp", "/run", "/var/tmp", "/root"]
             .iter()
             .map(PathBuf::from)
             .collect();
@@ -370,7 +373,10 @@ fn build_l1_initrd(
     let bytes = archive
         .to_bytes(Compression::None)
         .map_err(|e| HarnessError::Invalid(e.to_string()))?;
-    Ok((bytes, tagged))
+    Ok(L1Boot {
+        initrd: bytes,
+        shares: tagged,
+    })
 }
 
 /// The host TSC frequency in kHz, which the x86_64 L1 needs (`tsc_early_khz=`).
@@ -405,10 +411,17 @@ fn qemu_command(inv: &Invocation, l1: &artifacts::L1Artifacts, initrd: &Path) ->
             if let Some(khz) = host_tsc_khz() {
                 append += &format!(" tsc_early_khz={khz}");
             }
-            cmd.args(["-M", "microvm", "-accel", "tcg", "-cpu", "qemu64,+svm,+npt"])
-                .args(["-smp", "1", "-m", &mem])
-                .arg("-append")
-                .arg(append);
+            cmd.args([
+                "-M",
+                "microvm,acpi=off",
+                "-accel",
+                "tcg",
+                "-cpu",
+                "qemu64,+svm,+npt",
+            ])
+            .args(["-smp", "1", "-m", &mem])
+            .arg("-append")
+            .arg(append);
         }
     }
     cmd.args(["-nodefaults", "-no-user-config", "-display", "none"])
@@ -424,12 +437,12 @@ fn run_emulated(inv: &Invocation) -> Result<Outcome, HarnessError> {
     let start = Instant::now();
     let l1 = artifacts::l1(inv.arch)?;
     let tmp = TempDir::new("kvm-host")?;
-    let (initrd_bytes, shares) = build_l1_initrd(inv, &l1)?;
+    let boot = build_l1_initrd(inv, &l1)?;
     let initrd = tmp.0.join("l1-initrd.cpio");
-    std::fs::write(&initrd, initrd_bytes)?;
+    std::fs::write(&initrd, &boot.initrd)?;
 
     let mut cmd = qemu_command(inv, &l1, &initrd);
-    for (i, (tag, share)) in shares.iter().enumerate() {
+    for (i, (tag, share)) in boot.shares.iter().enumerate() {
         let ro = if share.read_only { ",readonly=on" } else { "" };
         cmd.arg("-fsdev")
             .arg(format!(

@@ -13,7 +13,14 @@ use kvm_host::{Arch, Invocation, Mode, Share, harness};
 const USAGE: &str = "usage: kvm-host --arch riscv64|x86_64 [--timeout SECS] \
 [--mode native|emulated] [--share DIR[:ro]]... [--verbose] -- COMMAND...";
 
-fn main() -> Result<()> {
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("kvm-host: {e:#}");
+        std::process::exit(2);
+    }
+}
+
+fn run() -> Result<()> {
     let mut arch = None;
     let mut timeout = None;
     let mut mode = None;

@@ -2,12 +2,9 @@
 //! Exit status 0 only if every step passed.
 
 fn main() {
-    match kvm_host::smoke::run() {
-        Ok(report) => {
-            for line in report {
-                println!("{line}");
-            }
-        }
+    let mut report = kvm_host::smoke::Report::default();
+    match kvm_host::smoke::run(&mut report) {
+        Ok(()) => {}
         Err(e) => {
             eprintln!("kvm-smoke: FAIL: {e:#}");
             std::process::exit(1);

@@ -9,14 +9,34 @@ mod riscv64;
 #[cfg(target_arch = "x86_64")]
 mod x86_64;
 
+/// Lines of the smoke report; each is printed as soon as it is known, so a hang shows
+/// how far the test got.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Every line so far.
+    pub lines: Vec<String>,
+}
+
+impl Report {
+    /// Records and prints one step.
+    pub fn push(&mut self, line: impl Into<String>) {
+        let line = line.into();
+        println!("{line}");
+        self.lines.push(line);
+    }
+}
+
 /// Runs the smoke test for the architecture this binary was built for.
-pub fn run() -> anyhow::Result<Vec<String>> {
+pub fn run(report: &mut Report) -> anyhow::Result<()> {
     #[cfg(target_arch = "riscv64")]
-    return riscv64::run();
+    return riscv64::run(report);
     #[cfg(target_arch = "x86_64")]
-    return x86_64::run();
+    return x86_64::run(report);
     #[cfg(not(any(target_arch = "riscv64", target_arch = "x86_64")))]
-    anyhow::bail!("no KVM smoke test for {}", std::env::consts::ARCH)
+    {
+        let _ = report;
+        anyhow::bail!("no KVM smoke test for {}", std::env::consts::ARCH)
+    }
 }
 
 /// Anonymous guest memory, unmapped on drop.

@@ -85,8 +85,7 @@ fn get_config(dev: &DeviceFd, attr: u64) -> Result<u32> {
     Ok(value)
 }
 
-pub(super) fn run() -> Result<Vec<String>> {
-    let mut report = Vec::new();
+pub(super) fn run(report: &mut super::Report) -> Result<()> {
     let kvm = Kvm::new().context("opening /dev/kvm")?;
     report.push(format!(
         "kvm: /dev/kvm api version {}",
@@ -185,8 +184,8 @@ pub(super) fn run() -> Result<Vec<String>> {
                 if console != "K" {
                     bail!("guest console said {console:?}, expected \"K\"");
                 }
-                report.push("smoke: PASS".into());
-                return Ok(report);
+                report.push("smoke: PASS");
+                return Ok(());
             }
             Ok(other) => bail!("unexpected vCPU exit: {other:?}"),
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => continue,
