@@ -86,9 +86,10 @@ fn run_command(job: &Job, root: &Path) -> Result<i32> {
             Ok(())
         });
     }
+    // The marker goes out before the command can print anything.
+    println!("\n{} uptime={:.2}", job::BEGIN_MARKER, pid1::uptime());
     let child = cmd.spawn().context("starting /bin/sh")?;
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    println!("\n{} uptime={:.2}", job::BEGIN_MARKER, pid1::uptime());
     loop {
         if let Some(code) = pid1::reap(pid) {
             return Ok(code);
