@@ -16,7 +16,7 @@ cross_cc_riscv64 := riscv64-linux-gnu-gcc
 cross_cc_x86_64 := gcc
 kernel_files_riscv64 := Image config
 kernel_files_x86_64 := vmlinux bzImage config
-STATIC_BINS := kvm-host-init kvm-smoke test-init
+STATIC_BINS := kvm-host-init kvm-smoke test-init dragonball
 
 ifeq ($(filter $(ARCH),$(ARCHES)),)
 $(error ARCH=$(ARCH) is not supported: use riscv64 or x86_64)
@@ -44,7 +44,7 @@ host:
 
 # Static binaries of ARCH (for guests and the KVM test hosts) copied into out/ARCH.
 static:
-	$(CARGO) build --release --target $(static_target_$(ARCH)) -p kvm-host --bins
+	$(CARGO) build --release --target $(static_target_$(ARCH)) -p kvm-host -p dragonball --bins
 	mkdir -p $(OUT)/$(ARCH)
 	for b in $(STATIC_BINS); do \
 	  cp -f $(TARGET_DIR)/$(static_target_$(ARCH))/release/$$b $(OUT)/$(ARCH)/$$b; done

@@ -14,7 +14,6 @@ const IRQ_S_EXT: u32 = 9;
 /// "not connected" in an interrupts-extended list.
 const IRQ_NONE: u32 = 0xffff_ffff;
 const IRQ_TYPE_EDGE_RISING: u32 = 1;
-const IRQ_TYPE_LEVEL_HIGH: u32 = 4;
 const UART_CLOCK_HZ: u32 = 3_686_400;
 
 /// The guest's interrupt controller.
@@ -141,7 +140,8 @@ pub fn build(cfg: &FdtConfig) -> Result<Vec<u8>, FdtBuildError> {
         fdt.property_array_u64("reg", &[s.base, s.size])?;
         fdt.property_u32("clock-frequency", UART_CLOCK_HZ)?;
         fdt.property_u32("interrupt-parent", PHANDLE_IRQCHIP)?;
-        fdt.property_array_u32("interrupts", &irq_cells(s.irq, IRQ_TYPE_LEVEL_HIGH))?;
+        // Edge: interrupts arrive as irqfd pulses, one per new UART event.
+        fdt.property_array_u32("interrupts", &irq_cells(s.irq, IRQ_TYPE_EDGE_RISING))?;
         fdt.end_node(node)?;
     }
     for d in &cfg.virtio_devices {

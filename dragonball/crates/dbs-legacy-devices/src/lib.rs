@@ -1,0 +1,5 @@
+//! Legacy devices of a Dragonball microVM.
+
+pub mod serial;
+
+pub use serial::{EventFdTrigger, SerialDevice};

@@ -1,0 +1,83 @@
+//! The VMM API: actions, their answers and errors.
+
+use crate::config::{BootSourceConfig, VmConfigInfo};
+
+/// A request to the VMM.
+#[derive(Debug, Clone)]
+pub enum VmmAction {
+    /// Sets vCPUs, memory and console (before start).
+    SetVmConfiguration(VmConfigInfo),
+    /// Sets kernel, initrd and command line (before start).
+    ConfigureBootSource(BootSourceConfig),
+    /// Creates and boots the VM.
+    StartMicroVm,
+    /// Stops the VM; the VMM thread ends after answering.
+    ShutdownMicroVm,
+    /// Pauses every vCPU.
+    PauseMicroVm,
+    /// Resumes paused vCPUs.
+    ResumeMicroVm,
+    /// Returns the machine configuration.
+    GetVmConfiguration,
+    /// Returns the instance state.
+    GetInstanceState,
+}
+
+/// Lifecycle of the VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstanceState {
+    /// Being configured; not started.
+    Uninitialized,
+    /// StartMicroVm in progress.
+    Starting,
+    /// vCPUs running.
+    Running,
+    /// vCPUs paused.
+    Paused,
+    /// Stopping.
+    Halted,
+    /// The guest or the API ended the VM, with this exit code.
+    Exited(i32),
+}
+
+/// A successful answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VmmData {
+    /// Nothing to return.
+    Empty,
+    /// The machine configuration.
+    VmConfiguration(VmConfigInfo),
+    /// The instance state.
+    InstanceState(InstanceState),
+}
+
+/// Why an action failed.
+#[derive(Debug, thiserror::Error)]
+pub enum VmmActionError {
+    /// The machine configuration is invalid.
+    #[error("invalid VM configuration: {0}")]
+    InvalidVmConfig(String),
+    /// The boot source is invalid or unreadable.
+    #[error("invalid boot source: {0}")]
+    InvalidBootSource(String),
+    /// The action is only allowed before StartMicroVm.
+    #[error("{0} is not allowed after the VM has started")]
+    NotAllowedAfterStart(&'static str),
+    /// The action needs a running (or paused) VM.
+    #[error("{action} needs a running VM (state: {state:?})")]
+    NotRunning {
+        /// The action.
+        action: &'static str,
+        /// The current state.
+        state: InstanceState,
+    },
+    /// Booting failed.
+    #[error("starting the microVM: {0}")]
+    StartMicroVm(String),
+    /// Pausing or resuming failed.
+    #[error("{0}")]
+    PauseResume(String),
+    /// The VMM thread is gone (the VM exited or the VMM crashed).
+    #[error("the VMM is no longer running")]
+    VmmGone,
+}

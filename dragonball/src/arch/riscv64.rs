@@ -1,0 +1,277 @@
+//! riscv64 machine: DRAM at 0x8000_0000, kernel `Image` 2 MiB above it, FDT at the base,
+//! initrd at the top; in-kernel AIA (IMSIC + APLIC) with irqfds; 16550 console on MMIO;
+//! SBI console and system reset handled from vCPU exits.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::sync::Arc;
+
+use dbs_arch::riscv64::aia::{Aia, AiaConfig, AiaError};
+use dbs_arch::riscv64::sbi::{self, SbiCall, SbiRet};
+use dbs_arch::riscv64::vcpu as rv;
+use dbs_boot::riscv64::fdt::{self, FdtConfig, IrqChip, MmioDevice};
+use dbs_boot::riscv64::{image, layout};
+use dbs_device::device_manager::IoManager;
+use dbs_legacy_devices::SerialDevice;
+use kvm_ioctls::{VcpuExit, VcpuFd};
+use linux_loader::loader::KernelLoader;
+use linux_loader::loader::pe::PE;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::console::Console;
+use crate::memory::GuestMemory;
+use crate::vcpu::{ExitInfo, VcpuSpec};
+use crate::vm::{Machine, MachineInputs, StartError};
+
+/// Lowest guest RAM a VM may have, in MiB.
+pub const MIN_MEM_MIB: usize = (layout::DRAM_MIN_SIZE >> 20) as usize;
+/// Command line used when the boot source has none.
+pub const DEFAULT_CMDLINE: &str = "console=ttyS0 earlycon panic=-1";
+
+const KVM_EXIT_RISCV_SBI: u32 = 35;
+const KVM_SYSTEM_EVENT_SHUTDOWN: u32 = 1;
+const KVM_SYSTEM_EVENT_RESET: u32 = 2;
+const SRST_REASON_SYSTEM_FAILURE: u64 = 1;
+
+/// Per-vCPU state for SBI calls handled in userspace.
+pub struct VcpuState {
+    console: Console,
+    memory: GuestMemory,
+}
+
+/// Per-VM arch state that must live as long as the VM.
+pub struct ArchVm {
+    _aia: Aia,
+}
+
+/// Guest RAM base address.
+pub fn memory_base() -> u64 {
+    layout::DRAM_BASE
+}
+
+fn kvm_err(step: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> StartError {
+    move |e| StartError::Kvm(format!("{step}: {e}"))
+}
+
+/// Where the kernel, FDT and initrd went.
+struct Loaded {
+    entry: u64,
+    initrd: Option<(u64, u64)>,
+}
+
+fn load_images(inputs: &MachineInputs<'_>, mem_size: u64) -> Result<Loaded, StartError> {
+    let kernel_path = &inputs.boot.kernel_path;
+    let kernel_err = |reason: String| StartError::Kernel {
+        path: kernel_path.clone(),
+        reason,
+    };
+    let mut kernel = File::open(kernel_path).map_err(|e| kernel_err(e.to_string()))?;
+    let mut head = [0u8; 64];
+    kernel
+        .read_exact(&mut head)
+        .map_err(|e| kernel_err(format!("reading the Image header: {e}")))?;
+    let header = image::parse_header(&head).map_err(|e| kernel_err(e.to_string()))?;
+    let loaded = PE::load(
+        inputs.memory.as_ref(),
+        Some(GuestAddress(layout::DRAM_BASE)),
+        &mut kernel,
+        None,
+    )
+    .map_err(|e| kernel_err(format!("loading into guest memory: {e}")))?;
+    let entry = loaded.kernel_load.0;
+    let kernel_end = entry + header.image_size.max(loaded.kernel_end - entry);
+    let mem_end = layout::DRAM_BASE + mem_size;
+
+    let initrd = match &inputs.boot.initrd_path {
+        None => None,
+        Some(path) => {
+            let data = std::fs::read(path).map_err(|e| StartError::Initrd {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+            let size = data.len() as u64;
+            let start = mem_end.checked_sub(size).map(|s| s & !0xfff).unwrap_or(0);
+            if start < kernel_end {
+                return Err(StartError::MemoryTooSmall(format!(
+                    "the kernel ({} MiB with bss) and initrd ({} KiB) do not fit in {} MiB of RAM",
+                    (kernel_end - layout::DRAM_BASE) >> 20,
+                    size >> 10,
+                    mem_size >> 20
+                )));
+            }
+            inputs
+                .memory
+                .write_slice(&data, GuestAddress(start))
+                .map_err(|e| StartError::Initrd {
+                    path: path.clone(),
+                    reason: format!("copying into guest memory: {e}"),
+                })?;
+            Some((start, start + size))
+        }
+    };
+    if kernel_end > mem_end {
+        return Err(StartError::MemoryTooSmall(format!(
+            "the kernel needs {} MiB with bss",
+            (kernel_end - layout::DRAM_BASE) >> 20
+        )));
+    }
+    Ok(Loaded { entry, initrd })
+}
+
+/// Builds the machine: vCPUs, AIA, console, kernel, initrd, FDT and boot registers.
+pub fn create_machine(inputs: MachineInputs<'_>) -> Result<Machine, StartError> {
+    let nr = u32::from(inputs.config.vcpu_count);
+    let mem_size = inputs.memory.iter().map(|r| vm_memory::GuestMemoryRegion::len(r)).sum::<u64>();
+    let mut fds = Vec::new();
+    for id in 0..nr {
+        fds.push(inputs.vm_fd.create_vcpu(u64::from(id)).map_err(kvm_err("creating vCPUs"))?);
+    }
+
+    let aia = Aia::create(
+        inputs.vm_fd,
+        &AiaConfig {
+            harts: nr,
+            sources: layout::IRQ_SOURCES,
+            aplic_addr: layout::APLIC_BASE,
+            imsic_base: layout::IMSIC_BASE,
+            imsic_stride: layout::IMSIC_STRIDE,
+        },
+    )
+    .map_err(|e| match e {
+        AiaError::Unavailable(_) => StartError::Unsupported(format!(
+            "{e}; the userspace PLIC fallback is not implemented yet"
+        )),
+        other => StartError::Irqchip(other.to_string()),
+    })?;
+
+    let mut devices = crate::device_manager::DeviceManager::new();
+    let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| StartError::Devices(e.to_string()))?;
+    inputs
+        .vm_fd
+        .register_irqfd(&serial_irq, layout::SERIAL_IRQ)
+        .map_err(kvm_err("wiring the UART interrupt"))?;
+    let serial = Arc::new(SerialDevice::new(serial_irq, Box::new(inputs.console.clone())));
+    devices
+        .register_mmio("serial", serial, layout::SERIAL_BASE, layout::SERIAL_SIZE)
+        .map_err(|e| StartError::Devices(e.to_string()))?;
+
+    let loaded = load_images(&inputs, mem_size)?;
+
+    let isa = rv::discover_isa(&fds[0], true).map_err(|e| StartError::Kvm(e.to_string()))?;
+    let timebase = rv::timer_frequency(&fds[0]).map_err(|e| StartError::Kvm(e.to_string()))?;
+    let cmdline = inputs
+        .boot
+        .boot_args
+        .clone()
+        .unwrap_or_else(|| DEFAULT_CMDLINE.to_string());
+    let blob = fdt::build(&FdtConfig {
+        harts: (0..nr).collect(),
+        isa_letters: isa.letters,
+        isa_extensions: isa.extensions,
+        mmu_type: isa.mmu_type.map(str::to_string),
+        timebase_frequency: u32::try_from(timebase)
+            .map_err(|_| StartError::Kvm(format!("timer frequency {timebase} Hz does not fit the FDT")))?,
+        memory: (layout::DRAM_BASE, mem_size),
+        cmdline,
+        initrd: loaded.initrd,
+        irqchip: IrqChip::Aia {
+            num_ids: aia.num_ids,
+            num_sources: layout::IRQ_SOURCES,
+        },
+        serial: Some(MmioDevice {
+            base: layout::SERIAL_BASE,
+            size: layout::SERIAL_SIZE,
+            irq: layout::SERIAL_IRQ,
+        }),
+        virtio_devices: Vec::new(),
+    })
+    .map_err(|e| StartError::Fdt(e.to_string()))?;
+    inputs
+        .memory
+        .write_slice(&blob, GuestAddress(layout::FDT_ADDR))
+        .map_err(|e| StartError::Fdt(format!("writing the FDT: {e}")))?;
+
+    let mut vcpus = Vec::new();
+    for (id, fd) in fds.into_iter().enumerate() {
+        rv::enable_dbcn(&fd).map_err(|e| StartError::Kvm(e.to_string()))?;
+        rv::set_boot_regs(&fd, id as u64, loaded.entry, layout::FDT_ADDR)
+            .map_err(|e| StartError::Kvm(e.to_string()))?;
+        vcpus.push(VcpuSpec {
+            id: id as u32,
+            fd,
+            arch: VcpuState {
+                console: inputs.console.clone(),
+                memory: inputs.memory.clone(),
+            },
+        });
+    }
+    Ok(Machine {
+        vcpus,
+        devices,
+        arch: ArchVm { _aia: aia },
+    })
+}
+
+/// SRST shutdown → exit 0; reset → exit 0 too (a reboot ends a microVM); a "system
+/// failure" reason → exit 1.
+pub fn system_event(kind: u32, data: &[u64]) -> ExitInfo {
+    let failure = data.first() == Some(&SRST_REASON_SYSTEM_FAILURE);
+    let what = match kind {
+        KVM_SYSTEM_EVENT_SHUTDOWN => "power-off",
+        KVM_SYSTEM_EVENT_RESET => "reset",
+        _ => "system event",
+    };
+    ExitInfo {
+        code: i32::from(failure),
+        reason: format!("guest {what} (event {kind}, reason {data:?})"),
+    }
+}
+
+/// riscv64 never exits with port I/O or HLT; anything else is unexpected.
+pub fn handle_exit(exit: VcpuExit<'_>, _bus: &Arc<IoManager>) -> Option<ExitInfo> {
+    Some(ExitInfo {
+        code: 1,
+        reason: format!("unexpected vCPU exit {exit:?}"),
+    })
+}
+
+fn sbi_call(call: SbiCall, state: &VcpuState) -> SbiRet {
+    let mut console = state.console.clone();
+    match call {
+        SbiCall::LegacyPutchar(c) | SbiCall::DbcnWriteByte(c) => {
+            let _ = console.write_all(&[c]);
+            SbiRet::ok(0)
+        }
+        SbiCall::LegacyGetchar => SbiRet::err(sbi::ERR_FAILURE),
+        SbiCall::DbcnWrite { len, addr } => {
+            let mut buf = vec![0u8; len as usize];
+            match state.memory.read_slice(&mut buf, GuestAddress(addr)) {
+                Ok(()) => {
+                    let _ = console.write_all(&buf);
+                    SbiRet::ok(len)
+                }
+                Err(_) => SbiRet::err(sbi::ERR_INVALID_PARAM),
+            }
+        }
+        SbiCall::DbcnRead { .. } => SbiRet::ok(0),
+        SbiCall::DbcnBadAddress => SbiRet::err(sbi::ERR_INVALID_PARAM),
+        SbiCall::Unsupported { .. } => SbiRet::err(sbi::ERR_NOT_SUPPORTED),
+    }
+}
+
+/// KVM_EXIT_RISCV_SBI: console calls are served, anything else gets NOT_SUPPORTED.
+pub fn handle_unsupported_exit(fd: &mut VcpuFd, reason: u32, state: &VcpuState) -> Result<(), ExitInfo> {
+    if reason != KVM_EXIT_RISCV_SBI {
+        return Err(ExitInfo {
+            code: 1,
+            reason: format!("unexpected KVM exit reason {reason}"),
+        });
+    }
+    // SAFETY: the exit reason says `riscv_sbi` is the live member of the union.
+    let sbi_exit = unsafe { &mut fd.get_kvm_run().__bindgen_anon_1.riscv_sbi };
+    let call = sbi::decode(sbi_exit.extension_id, sbi_exit.function_id, &sbi_exit.args);
+    let ret = sbi_call(call, state);
+    sbi_exit.ret = [ret.error as u64, ret.value];
+    Ok(())
+}

@@ -1,0 +1,88 @@
+//! Configuration types of the API: the machine and its boot source.
+
+use std::path::PathBuf;
+
+/// Most vCPUs a VM may have.
+pub const MAX_VCPUS: u8 = 64;
+
+/// Where the guest console (UART and SBI console) goes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ConsoleConfig {
+    /// This process's stdout.
+    #[default]
+    Stdout,
+    /// Appended to a file.
+    File(PathBuf),
+    /// A unix socket the VMM listens on; one client at a time reads (and writes) the
+    /// console. Output is dropped while nobody is connected.
+    Socket(PathBuf),
+    /// Discarded.
+    None,
+}
+
+impl std::str::FromStr for ConsoleConfig {
+    type Err = String;
+
+    /// `stdout`, `none`, `file:PATH` or `socket:PATH`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "stdout" => Ok(ConsoleConfig::Stdout),
+            "none" => Ok(ConsoleConfig::None),
+            _ => match s.split_once(':') {
+                Some(("file", p)) if !p.is_empty() => Ok(ConsoleConfig::File(p.into())),
+                Some(("socket", p)) if !p.is_empty() => Ok(ConsoleConfig::Socket(p.into())),
+                _ => Err(format!(
+                    "console '{s}': expected stdout, none, file:PATH or socket:PATH"
+                )),
+            },
+        }
+    }
+}
+
+/// The machine: vCPUs, memory, console.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmConfigInfo {
+    /// Boot vCPUs.
+    pub vcpu_count: u8,
+    /// Guest RAM in MiB.
+    pub mem_size_mib: usize,
+    /// Console destination.
+    pub console: ConsoleConfig,
+}
+
+impl Default for VmConfigInfo {
+    fn default() -> Self {
+        VmConfigInfo {
+            vcpu_count: 1,
+            mem_size_mib: 128,
+            console: ConsoleConfig::Stdout,
+        }
+    }
+}
+
+/// The guest kernel, initrd and command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootSourceConfig {
+    /// Kernel: riscv64 `Image`; x86_64 `vmlinux` (ELF/PVH).
+    pub kernel_path: PathBuf,
+    /// Optional initrd (cpio, optionally compressed).
+    pub initrd_path: Option<PathBuf>,
+    /// Kernel command line; the arch default when `None`.
+    pub boot_args: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn console_parses() {
+        assert_eq!("stdout".parse::<ConsoleConfig>(), Ok(ConsoleConfig::Stdout));
+        assert_eq!(
+            "file:/tmp/c".parse::<ConsoleConfig>(),
+            Ok(ConsoleConfig::File("/tmp/c".into()))
+        );
+        assert!("file:".parse::<ConsoleConfig>().unwrap_err().contains("file:"));
+        assert!("tty".parse::<ConsoleConfig>().is_err());
+    }
+}

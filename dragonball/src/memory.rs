@@ -1,0 +1,62 @@
+//! Guest RAM: anonymous mappings registered with KVM as memory slots.
+
+use std::sync::Arc;
+
+use kvm_bindings::kvm_userspace_memory_region;
+use kvm_ioctls::VmFd;
+use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+
+/// Guest memory shared by the VM, vCPUs and devices.
+pub type GuestMemory = Arc<GuestMemoryMmap<()>>;
+
+/// Errors creating guest memory.
+#[derive(Debug, thiserror::Error)]
+pub enum MemoryError {
+    /// mmap failed.
+    #[error("allocating {size_mib} MiB of guest memory: {reason}")]
+    Allocate {
+        /// Requested size.
+        size_mib: usize,
+        /// Why.
+        reason: String,
+    },
+    /// KVM refused the slot.
+    #[error("registering guest memory slot {slot} with KVM: {source}")]
+    Register {
+        /// Slot number.
+        slot: u32,
+        /// The KVM error.
+        source: kvm_ioctls::Error,
+    },
+}
+
+/// Allocates `size` bytes of RAM at `base` and registers it with `vm`.
+pub fn create(vm: &VmFd, base: u64, size: u64) -> Result<GuestMemory, MemoryError> {
+    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(base), size as usize)]).map_err(|e| {
+        MemoryError::Allocate {
+            size_mib: (size >> 20) as usize,
+            reason: e.to_string(),
+        }
+    })?;
+    for (slot, region) in mem.iter().enumerate() {
+        let slot = slot as u32;
+        let host = region
+            .get_host_address(vm_memory::MemoryRegionAddress(0))
+            .map_err(|e| MemoryError::Allocate {
+                size_mib: (size >> 20) as usize,
+                reason: e.to_string(),
+            })?;
+        let kvm_region = kvm_userspace_memory_region {
+            slot,
+            flags: 0,
+            guest_phys_addr: region.start_addr().0,
+            memory_size: region.len(),
+            userspace_addr: host as u64,
+        };
+        // SAFETY: the mapping belongs to `mem`, which the returned Arc keeps alive for as
+        // long as the VM (the VM holds it and is dropped first).
+        unsafe { vm.set_user_memory_region(kvm_region) }
+            .map_err(|source| MemoryError::Register { slot, source })?;
+    }
+    Ok(Arc::new(mem))
+}

@@ -1,0 +1,271 @@
+//! A VM: its configuration, and once started, its memory, devices and vCPUs.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use kvm_ioctls::{Kvm, VmFd};
+
+use crate::api::{InstanceState, VmmActionError};
+use crate::arch;
+use crate::config::{BootSourceConfig, MAX_VCPUS, VmConfigInfo};
+use crate::console::Console;
+use crate::device_manager::DeviceManager;
+use crate::memory::{self, GuestMemory};
+use crate::vcpu::{ExitInfo, VcpuManager, VcpuSpec, VmExit};
+
+/// Why StartMicroVm failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A KVM call failed.
+    #[error("KVM: {0}")]
+    Kvm(String),
+    /// The kernel cannot be used.
+    #[error("kernel '{}': {reason}", path.display())]
+    Kernel {
+        /// Kernel path.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The initrd cannot be used.
+    #[error("initrd '{}': {reason}", path.display())]
+    Initrd {
+        /// initrd path.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// Guest memory is too small for what must be loaded.
+    #[error("memory too small: {0}")]
+    MemoryTooSmall(String),
+    /// Guest memory could not be set up.
+    #[error(transparent)]
+    Memory(#[from] memory::MemoryError),
+    /// The interrupt controller could not be set up.
+    #[error("interrupt controller: {0}")]
+    Irqchip(String),
+    /// A device could not be set up.
+    #[error("devices: {0}")]
+    Devices(String),
+    /// The boot information could not be built.
+    #[error("device tree: {0}")]
+    Fdt(String),
+    /// The console sink could not be opened.
+    #[error("console: {0}")]
+    Console(String),
+    /// This host or build cannot run the requested machine.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// What an arch's `create_machine` gets.
+pub struct MachineInputs<'a> {
+    /// The KVM system fd.
+    pub kvm: &'a Kvm,
+    /// The VM fd.
+    pub vm_fd: &'a VmFd,
+    /// Machine configuration.
+    pub config: &'a VmConfigInfo,
+    /// Boot source.
+    pub boot: &'a BootSourceConfig,
+    /// Guest RAM, registered with KVM.
+    pub memory: &'a GuestMemory,
+    /// The console sink.
+    pub console: Console,
+}
+
+/// What an arch's `create_machine` builds.
+pub struct Machine {
+    /// vCPUs ready to run.
+    pub vcpus: Vec<VcpuSpec>,
+    /// Devices on the MMIO bus.
+    pub devices: DeviceManager,
+    /// Arch state to keep alive.
+    pub arch: arch::ArchVm,
+}
+
+/// A running VM. Field order is drop order: vCPU threads stop before the rest goes.
+struct Running {
+    vcpus: VcpuManager,
+    _arch: arch::ArchVm,
+    _memory: GuestMemory,
+    _vm_fd: VmFd,
+    _kvm: Kvm,
+}
+
+/// The VM as the API sees it.
+pub struct Vm {
+    config: VmConfigInfo,
+    boot: Option<BootSourceConfig>,
+    state: InstanceState,
+    running: Option<Running>,
+}
+
+impl Default for Vm {
+    fn default() -> Self {
+        Vm {
+            config: VmConfigInfo::default(),
+            boot: None,
+            state: InstanceState::Uninitialized,
+            running: None,
+        }
+    }
+}
+
+impl Vm {
+    /// Current state.
+    pub fn state(&self) -> InstanceState {
+        self.state
+    }
+
+    /// Current machine configuration.
+    pub fn config(&self) -> &VmConfigInfo {
+        &self.config
+    }
+
+    fn before_start(&self, action: &'static str) -> Result<(), VmmActionError> {
+        if self.state == InstanceState::Uninitialized {
+            Ok(())
+        } else {
+            Err(VmmActionError::NotAllowedAfterStart(action))
+        }
+    }
+
+    /// Validates and stores the machine configuration.
+    pub fn set_config(&mut self, config: VmConfigInfo) -> Result<(), VmmActionError> {
+        self.before_start("SetVmConfiguration")?;
+        if config.vcpu_count == 0 || config.vcpu_count > MAX_VCPUS {
+            return Err(VmmActionError::InvalidVmConfig(format!(
+                "vcpu_count {} is outside 1..={MAX_VCPUS}",
+                config.vcpu_count
+            )));
+        }
+        if config.mem_size_mib < arch::MIN_MEM_MIB {
+            return Err(VmmActionError::InvalidVmConfig(format!(
+                "mem_size_mib {} is below the minimum of {} MiB",
+                config.mem_size_mib,
+                arch::MIN_MEM_MIB
+            )));
+        }
+        self.config = config;
+        Ok(())
+    }
+
+    /// Validates and stores the boot source.
+    pub fn set_boot_source(&mut self, boot: BootSourceConfig) -> Result<(), VmmActionError> {
+        self.before_start("ConfigureBootSource")?;
+        let check = |what: &str, p: &PathBuf| match std::fs::metadata(p) {
+            Ok(m) if m.is_file() => Ok(()),
+            Ok(_) => Err(VmmActionError::InvalidBootSource(format!(
+                "{what} '{}' is not a regular file",
+                p.display()
+            ))),
+            Err(e) => Err(VmmActionError::InvalidBootSource(format!(
+                "{what} '{}': {e}",
+                p.display()
+            ))),
+        };
+        check("kernel", &boot.kernel_path)?;
+        if let Some(initrd) = &boot.initrd_path {
+            check("initrd", initrd)?;
+        }
+        if let Some(args) = &boot.boot_args {
+            if args.contains('\0') {
+                return Err(VmmActionError::InvalidBootSource(
+                    "boot_args contains a NUL byte".into(),
+                ));
+            }
+        }
+        self.boot = Some(boot);
+        Ok(())
+    }
+
+    /// Creates and boots the VM.
+    pub fn start(&mut self, exit: Arc<VmExit>) -> Result<(), VmmActionError> {
+        self.before_start("StartMicroVm")?;
+        let boot = self.boot.clone().ok_or_else(|| {
+            VmmActionError::InvalidBootSource("no boot source: send ConfigureBootSource first".into())
+        })?;
+        self.state = InstanceState::Starting;
+        match self.build_and_run(&boot, exit) {
+            Ok(running) => {
+                self.running = Some(running);
+                self.state = InstanceState::Running;
+                Ok(())
+            }
+            Err(e) => {
+                // Everything built so far was dropped; the VM can be configured again.
+                self.state = InstanceState::Uninitialized;
+                Err(VmmActionError::StartMicroVm(e.to_string()))
+            }
+        }
+    }
+
+    fn build_and_run(&self, boot: &BootSourceConfig, exit: Arc<VmExit>) -> Result<Running, StartError> {
+        let kvm = Kvm::new().map_err(|e| {
+            StartError::Kvm(format!(
+                "opening /dev/kvm: {e} (this needs real KVM: run inside the KVM test host, see README)"
+            ))
+        })?;
+        let vm_fd = kvm.create_vm().map_err(|e| StartError::Kvm(format!("KVM_CREATE_VM: {e}")))?;
+        let size = self.config.mem_size_mib as u64 * (1 << 20);
+        let memory = memory::create(&vm_fd, arch::memory_base(), size)?;
+        let console = Console::open(&self.config.console).map_err(|e| StartError::Console(e.to_string()))?;
+        let machine = arch::create_machine(MachineInputs {
+            kvm: &kvm,
+            vm_fd: &vm_fd,
+            config: &self.config,
+            boot,
+            memory: &memory,
+            console,
+        })?;
+        let vcpus = VcpuManager::start(machine.vcpus, machine.devices.into_bus(), exit)
+            .map_err(|e| StartError::Kvm(format!("starting vCPU threads: {e}")))?;
+        Ok(Running {
+            vcpus,
+            _arch: machine.arch,
+            _memory: memory,
+            _vm_fd: vm_fd,
+            _kvm: kvm,
+        })
+    }
+
+    /// Pauses the vCPUs.
+    pub fn pause(&mut self) -> Result<(), VmmActionError> {
+        match (&self.running, self.state) {
+            (Some(r), InstanceState::Running) => {
+                r.vcpus.pause().map_err(VmmActionError::PauseResume)?;
+                self.state = InstanceState::Paused;
+                Ok(())
+            }
+            (_, state) => Err(VmmActionError::NotRunning {
+                action: "PauseMicroVm",
+                state,
+            }),
+        }
+    }
+
+    /// Resumes the vCPUs.
+    pub fn resume(&mut self) -> Result<(), VmmActionError> {
+        match (&self.running, self.state) {
+            (Some(r), InstanceState::Paused) => {
+                r.vcpus.resume();
+                self.state = InstanceState::Running;
+                Ok(())
+            }
+            (_, state) => Err(VmmActionError::NotRunning {
+                action: "ResumeMicroVm",
+                state,
+            }),
+        }
+    }
+
+    /// Stops everything and records the exit.
+    pub fn stop(&mut self, info: &ExitInfo) {
+        self.state = InstanceState::Halted;
+        if let Some(mut running) = self.running.take() {
+            running.vcpus.stop();
+        }
+        self.state = InstanceState::Exited(info.code);
+    }
+}
