@@ -63,7 +63,7 @@ pub struct MachineInputs<'a> {
     /// The KVM system fd.
     pub kvm: &'a Kvm,
     /// The VM fd.
-    pub vm_fd: &'a VmFd,
+    pub vm_fd: &'a Arc<VmFd>,
     /// Machine configuration.
     pub config: &'a VmConfigInfo,
     /// Boot source.
@@ -89,7 +89,7 @@ struct Running {
     vcpus: VcpuManager,
     _arch: arch::ArchVm,
     _memory: GuestMemory,
-    _vm_fd: VmFd,
+    _vm_fd: Arc<VmFd>,
     _kvm: Kvm,
 }
 
@@ -207,7 +207,7 @@ impl Vm {
                 "opening /dev/kvm: {e} (this needs real KVM: run inside the KVM test host, see README)"
             ))
         })?;
-        let vm_fd = kvm.create_vm().map_err(|e| StartError::Kvm(format!("KVM_CREATE_VM: {e}")))?;
+        let vm_fd = Arc::new(kvm.create_vm().map_err(|e| StartError::Kvm(format!("KVM_CREATE_VM: {e}")))?);
         let size = self.config.mem_size_mib as u64 * (1 << 20);
         let memory = memory::create(&vm_fd, arch::memory_base(), size)?;
         let console = Console::open(&self.config.console).map_err(|e| StartError::Console(e.to_string()))?;

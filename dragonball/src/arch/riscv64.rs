@@ -1,5 +1,6 @@
 //! riscv64 machine: DRAM at 0x8000_0000, kernel `Image` 2 MiB above it, FDT at the base,
-//! initrd at the top; in-kernel AIA (IMSIC + APLIC) with irqfds; 16550 console on MMIO;
+//! initrd at the top; in-kernel AIA (IMSIC + APLIC), wired sources raised with
+//! KVM_IRQ_LINE; 16550 console on MMIO;
 //! SBI console and system reset handled from vCPU exits.
 
 use std::fs::File;
@@ -12,12 +13,12 @@ use dbs_arch::riscv64::vcpu as rv;
 use dbs_boot::riscv64::fdt::{self, FdtConfig, IrqChip, MmioDevice};
 use dbs_boot::riscv64::{image, layout};
 use dbs_device::device_manager::IoManager;
+use dbs_interrupt::KvmIrqLine;
 use dbs_legacy_devices::SerialDevice;
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use linux_loader::loader::KernelLoader;
 use linux_loader::loader::pe::PE;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
-use vmm_sys_util::eventfd::EventFd;
 
 use crate::console::Console;
 use crate::memory::GuestMemory;
@@ -146,11 +147,7 @@ pub fn create_machine(inputs: MachineInputs<'_>) -> Result<Machine, StartError> 
     })?;
 
     let mut devices = crate::device_manager::DeviceManager::new();
-    let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| StartError::Devices(e.to_string()))?;
-    inputs
-        .vm_fd
-        .register_irqfd(&serial_irq, layout::SERIAL_IRQ)
-        .map_err(kvm_err("wiring the UART interrupt"))?;
+    let serial_irq = Arc::new(KvmIrqLine::new(inputs.vm_fd.clone(), layout::SERIAL_IRQ));
     let serial = Arc::new(SerialDevice::new(serial_irq, Box::new(inputs.console.clone())));
     devices
         .register_mmio("serial", serial, layout::SERIAL_BASE, layout::SERIAL_SIZE)

@@ -107,6 +107,8 @@ pub fn reap(pid: nix::unistd::Pid) -> Option<i32> {
 /// Flushes filesystems and ends the VM: power-off on riscv64 (SBI SRST); on x86_64 a
 /// reboot, which the VMMs treat as the end of the run (microVMs have no ACPI power-off).
 pub fn end_vm() -> ! {
+    // Console output is written by the tty layer asynchronously: let it drain first.
+    let _ = nix::sys::termios::tcdrain(std::io::stdout());
     nix::unistd::sync();
     #[cfg(target_arch = "x86_64")]
     let how = nix::sys::reboot::RebootMode::RB_AUTOBOOT;

@@ -2,4 +2,4 @@
 
 pub mod serial;
 
-pub use serial::{EventFdTrigger, SerialDevice};
+pub use serial::{LineTrigger, SerialDevice};

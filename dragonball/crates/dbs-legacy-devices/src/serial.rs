@@ -1,23 +1,24 @@
 //! A 16550A UART (vm-superio) behind an MMIO window, with byte-wide registers at offsets
-//! 0..=7 (`reg-shift = 0`). Output goes to any writer; the interrupt is an eventfd (an
-//! irqfd in KVM, or a userspace interrupt controller's input).
+//! 0..=7 (`reg-shift = 0`). Output goes to any writer; the interrupt goes out through an
+//! [`InterruptLine`].
 
 use std::io::Write;
 use std::sync::Mutex;
 
+use std::sync::Arc;
+
 use dbs_device::{DeviceIo, IoAddress};
+use dbs_interrupt::InterruptLine;
 use vm_superio::{Serial, Trigger};
-use vmm_sys_util::eventfd::EventFd;
 
-/// Raises an interrupt by writing to an eventfd.
-#[derive(Debug)]
-pub struct EventFdTrigger(pub EventFd);
+/// Adapts an [`InterruptLine`] to vm-superio's trigger.
+pub struct LineTrigger(pub Arc<dyn InterruptLine>);
 
-impl Trigger for EventFdTrigger {
+impl Trigger for LineTrigger {
     type E = std::io::Error;
 
     fn trigger(&self) -> std::io::Result<()> {
-        self.0.write(1)
+        self.0.trigger()
     }
 }
 
@@ -26,14 +27,14 @@ pub type ConsoleWriter = Box<dyn Write + Send>;
 
 /// The UART as an MMIO device.
 pub struct SerialDevice {
-    uart: Mutex<Serial<EventFdTrigger, vm_superio::serial::NoEvents, ConsoleWriter>>,
+    uart: Mutex<Serial<LineTrigger, vm_superio::serial::NoEvents, ConsoleWriter>>,
 }
 
 impl SerialDevice {
-    /// A UART writing to `out` and raising `irq`.
-    pub fn new(irq: EventFd, out: ConsoleWriter) -> Self {
+    /// A UART writing to `out` and interrupting through `irq`.
+    pub fn new(irq: Arc<dyn InterruptLine>, out: ConsoleWriter) -> Self {
         SerialDevice {
-            uart: Mutex::new(Serial::new(EventFdTrigger(irq), out)),
+            uart: Mutex::new(Serial::new(LineTrigger(irq), out)),
         }
     }
 
@@ -77,7 +78,18 @@ impl DeviceIo for SerialDevice {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Arc, Mutex as StdMutex};
+    use std::sync::Mutex as StdMutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[derive(Default)]
+    struct CountingLine(AtomicUsize);
+
+    impl InterruptLine for CountingLine {
+        fn trigger(&self) -> std::io::Result<()> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    }
 
     #[derive(Clone, Default)]
     struct Capture(Arc<StdMutex<Vec<u8>>>);
@@ -95,8 +107,7 @@ mod tests {
     #[test]
     fn guest_writes_reach_the_console_and_bad_accesses_are_ignored() {
         let out = Capture::default();
-        let irq = EventFd::new(libc_nonblock()).unwrap();
-        let dev = SerialDevice::new(irq.try_clone().unwrap(), Box::new(out.clone()));
+        let dev = SerialDevice::new(Arc::new(CountingLine::default()), Box::new(out.clone()));
         let base = IoAddress(0x1000_0000);
         for b in b"ok" {
             dev.write(base, IoAddress(0), &[*b]);
@@ -111,18 +122,14 @@ mod tests {
 
     #[test]
     fn input_raises_an_interrupt_when_enabled() {
-        let irq = EventFd::new(libc_nonblock()).unwrap();
-        let dev = SerialDevice::new(irq.try_clone().unwrap(), Box::new(std::io::sink()));
+        let irq = Arc::new(CountingLine::default());
+        let dev = SerialDevice::new(irq.clone(), Box::new(std::io::sink()));
         let base = IoAddress(0);
         dev.write(base, IoAddress(1), &[0x01]); // IER: received data available
         assert_eq!(dev.enqueue_input(b"hi"), 2);
-        assert!(irq.read().unwrap() >= 1);
+        assert!(irq.0.load(Ordering::SeqCst) >= 1);
         let mut b = [0u8];
         dev.read(base, IoAddress(0), &mut b);
         assert_eq!(b[0], b'h');
-    }
-
-    fn libc_nonblock() -> i32 {
-        0o4000 // EFD_NONBLOCK
     }
 }
