@@ -23,6 +23,7 @@ $(error ARCH=$(ARCH) is not supported: use riscv64 or x86_64)
 endif
 
 .PHONY: help setup build host static kernel busybox initrd pause images kvm-artifacts kvm-host \
+        vm-tests vm-suite \
         lint test test-riscv64 clean
 
 help:
@@ -87,6 +88,18 @@ images:
 kvm-artifacts: kernel static
 	if [[ $(ARCH) == riscv64 ]]; then $(MAKE) --no-print-directory busybox ARCH=riscv64; fi
 
+# Test executables of the crates that run inside a KVM test host, built for ARCH.
+VM_TEST_PKGS := -p dragonball -p dbs-arch -p dbs-boot -p dbs-interrupt -p dbs-legacy-devices
+vm-tests:
+	$(CARGO) test --release --target $(static_target_$(ARCH)) $(VM_TEST_PKGS) --no-run \
+	  --message-format=json | scripts/test-executables.py $(OUT)/$(ARCH)/tests
+
+# Runs those tests inside the KVM test host of ARCH (natively where KVM is real).
+vm-suite: kvm-artifacts initrd vm-tests
+	$(CARGO) build --release -p kvm-host --bin kvm-host
+	$(TARGET_DIR)/release/kvm-host --arch $(ARCH) --timeout 1200 -- \
+	  'for t in $(OUT)/$(ARCH)/tests/*; do echo "==== $$t"; $$t --test-threads=1 || exit 1; done'
+
 kvm-host: kvm-artifacts
 	$(CARGO) build --release -p kvm-host --bin kvm-host
 	$(TARGET_DIR)/release/kvm-host --arch $(ARCH) -- $(CMD)
@@ -100,10 +113,12 @@ test: setup lint
 	for a in $(ARCHES); do $(MAKE) --no-print-directory kvm-artifacts initrd ARCH=$$a; done
 	$(MAKE) --no-print-directory images
 	$(CARGO) test --workspace --release -- --test-threads=2
+	$(MAKE) --no-print-directory vm-suite ARCH=riscv64
 
 test-riscv64: setup
 	$(MAKE) --no-print-directory kvm-artifacts initrd ARCH=riscv64
 	$(CARGO) test --release -p kvm-host --test kvm_host_smoke -- riscv64
+	$(MAKE) --no-print-directory vm-suite ARCH=riscv64
 
 clean:
 	$(CARGO) clean

@@ -82,7 +82,12 @@ mod tests {
             "file:/tmp/c".parse::<ConsoleConfig>(),
             Ok(ConsoleConfig::File("/tmp/c".into()))
         );
-        assert!("file:".parse::<ConsoleConfig>().unwrap_err().contains("file:"));
+        assert!(
+            "file:"
+                .parse::<ConsoleConfig>()
+                .unwrap_err()
+                .contains("file:")
+        );
         assert!("tty".parse::<ConsoleConfig>().is_err());
     }
 }

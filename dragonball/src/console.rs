@@ -20,12 +20,17 @@ impl Console {
                     .create(true)
                     .append(true)
                     .open(path)
-                    .map_err(|e| io::Error::new(e.kind(), format!("console file '{}': {e}", path.display())))?,
+                    .map_err(|e| {
+                        io::Error::new(e.kind(), format!("console file '{}': {e}", path.display()))
+                    })?,
             ),
             ConsoleConfig::Socket(path) => {
                 return Err(io::Error::new(
                     io::ErrorKind::Unsupported,
-                    format!("console socket '{}': socket consoles are not implemented yet; use stdout, file:PATH or none", path.display()),
+                    format!(
+                        "console socket '{}': socket consoles are not implemented yet; use stdout, file:PATH or none",
+                        path.display()
+                    ),
                 ));
             }
         };

@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
+use dbs_device::DeviceIo;
 use dbs_device::device_manager::IoManager;
 use dbs_device::resources::Resource;
-use dbs_device::DeviceIo;
 
 /// Errors registering devices.
 #[derive(Debug, thiserror::Error)]

@@ -32,12 +32,12 @@ pub enum MemoryError {
 
 /// Allocates `size` bytes of RAM at `base` and registers it with `vm`.
 pub fn create(vm: &VmFd, base: u64, size: u64) -> Result<GuestMemory, MemoryError> {
-    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(base), size as usize)]).map_err(|e| {
-        MemoryError::Allocate {
+    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(base), size as usize)]).map_err(
+        |e| MemoryError::Allocate {
             size_mib: (size >> 20) as usize,
             reason: e.to_string(),
-        }
-    })?;
+        },
+    )?;
     for (slot, region) in mem.iter().enumerate() {
         let slot = slot as u32;
         let host = region

@@ -176,10 +176,12 @@ impl VcpuThread {
                 }),
             };
             let step = match step {
-                Step::Arch(reason) => match arch::handle_unsupported_exit(&mut self.fd, reason, &self.arch) {
-                    Ok(()) => Step::Continue,
-                    Err(info) => Step::Exit(info),
-                },
+                Step::Arch(reason) => {
+                    match arch::handle_unsupported_exit(&mut self.fd, reason, &self.arch) {
+                        Ok(()) => Step::Continue,
+                        Err(info) => Step::Exit(info),
+                    }
+                }
                 other => other,
             };
             if let Step::Exit(info) = step {
@@ -199,7 +201,11 @@ pub struct VcpuManager {
 
 impl VcpuManager {
     /// Starts one thread per vCPU.
-    pub fn start(vcpus: Vec<VcpuSpec>, bus: Arc<IoManager>, exit: Arc<VmExit>) -> std::io::Result<Self> {
+    pub fn start(
+        vcpus: Vec<VcpuSpec>,
+        bus: Arc<IoManager>,
+        exit: Arc<VmExit>,
+    ) -> std::io::Result<Self> {
         install_kick_handler()?;
         let shared = Arc::new(Shared {
             control: Mutex::new(Control {

@@ -169,12 +169,12 @@ impl Vm {
         if let Some(initrd) = &boot.initrd_path {
             check("initrd", initrd)?;
         }
-        if let Some(args) = &boot.boot_args {
-            if args.contains('\0') {
-                return Err(VmmActionError::InvalidBootSource(
-                    "boot_args contains a NUL byte".into(),
-                ));
-            }
+        if let Some(args) = &boot.boot_args
+            && args.contains('\0')
+        {
+            return Err(VmmActionError::InvalidBootSource(
+                "boot_args contains a NUL byte".into(),
+            ));
         }
         self.boot = Some(boot);
         Ok(())
@@ -184,7 +184,9 @@ impl Vm {
     pub fn start(&mut self, exit: Arc<VmExit>) -> Result<(), VmmActionError> {
         self.before_start("StartMicroVm")?;
         let boot = self.boot.clone().ok_or_else(|| {
-            VmmActionError::InvalidBootSource("no boot source: send ConfigureBootSource first".into())
+            VmmActionError::InvalidBootSource(
+                "no boot source: send ConfigureBootSource first".into(),
+            )
         })?;
         self.state = InstanceState::Starting;
         match self.build_and_run(&boot, exit) {
@@ -201,16 +203,24 @@ impl Vm {
         }
     }
 
-    fn build_and_run(&self, boot: &BootSourceConfig, exit: Arc<VmExit>) -> Result<Running, StartError> {
+    fn build_and_run(
+        &self,
+        boot: &BootSourceConfig,
+        exit: Arc<VmExit>,
+    ) -> Result<Running, StartError> {
         let kvm = Kvm::new().map_err(|e| {
             StartError::Kvm(format!(
                 "opening /dev/kvm: {e} (this needs real KVM: run inside the KVM test host, see README)"
             ))
         })?;
-        let vm_fd = Arc::new(kvm.create_vm().map_err(|e| StartError::Kvm(format!("KVM_CREATE_VM: {e}")))?);
+        let vm_fd = Arc::new(
+            kvm.create_vm()
+                .map_err(|e| StartError::Kvm(format!("KVM_CREATE_VM: {e}")))?,
+        );
         let size = self.config.mem_size_mib as u64 * (1 << 20);
         let memory = memory::create(&vm_fd, arch::memory_base(), size)?;
-        let console = Console::open(&self.config.console).map_err(|e| StartError::Console(e.to_string()))?;
+        let console =
+            Console::open(&self.config.console).map_err(|e| StartError::Console(e.to_string()))?;
         let machine = arch::create_machine(MachineInputs {
             kvm: &kvm,
             vm_fd: &vm_fd,

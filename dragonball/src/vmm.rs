@@ -17,7 +17,7 @@ type Response = Result<VmmData, VmmActionError>;
 
 /// The caller's end of the API.
 pub struct VmmClient {
-    requests: Sender<VmmAction>,
+    requests: Option<Sender<VmmAction>>,
     responses: Receiver<Response>,
     api_evt: EventFd,
 }
@@ -25,7 +25,8 @@ pub struct VmmClient {
 impl VmmClient {
     /// Sends one action and waits for its answer.
     pub fn request(&self, action: VmmAction) -> Response {
-        self.requests.send(action).map_err(|_| VmmActionError::VmmGone)?;
+        let requests = self.requests.as_ref().ok_or(VmmActionError::VmmGone)?;
+        requests.send(action).map_err(|_| VmmActionError::VmmGone)?;
         self.api_evt.write(1).map_err(|_| VmmActionError::VmmGone)?;
         self.responses.recv().map_err(|_| VmmActionError::VmmGone)?
     }
@@ -33,7 +34,8 @@ impl VmmClient {
 
 impl Drop for VmmClient {
     fn drop(&mut self) {
-        // Wake the loop so it sees the closed channel and ends the VM.
+        // Close the channel first, then wake the loop so it sees it closed and ends the VM.
+        drop(self.requests.take());
         let _ = self.api_evt.write(1);
     }
 }
@@ -136,7 +138,10 @@ fn run_loop(requests: Receiver<VmmAction>, responses: Sender<Response>, api_evt:
         }
     };
     events.add_subscriber(control.clone());
-    let mut vmm = Vmm { vm: Vm::default(), exit };
+    let mut vmm = Vmm {
+        vm: Vm::default(),
+        exit,
+    };
     loop {
         if let Err(e) = events.run() {
             log::error!("vmm: event loop: {e:?}");
@@ -148,12 +153,10 @@ fn run_loop(requests: Receiver<VmmAction>, responses: Sender<Response>, api_evt:
             c.exit_ready = false;
             flags
         };
-        if guest_exit {
-            if let Some(info) = vmm.exit.info() {
-                log::info!("vmm: VM ended: {}", info.reason);
-                vmm.vm.stop(&info);
-                return vmm.exit_code();
-            }
+        if guest_exit && let Some(info) = vmm.exit.info() {
+            log::info!("vmm: VM ended: {}", info.reason);
+            vmm.vm.stop(&info);
+            return vmm.exit_code();
         }
         if api {
             loop {
@@ -192,7 +195,7 @@ pub fn start_vmm_thread() -> std::io::Result<(VmmClient, JoinHandle<i32>)> {
         .spawn(move || run_loop(req_rx, resp_tx, loop_evt))?;
     Ok((
         VmmClient {
-            requests: req_tx,
+            requests: Some(req_tx),
             responses: resp_rx,
             api_evt,
         },

@@ -123,10 +123,19 @@ fn load_images(inputs: &MachineInputs<'_>, mem_size: u64) -> Result<Loaded, Star
 /// Builds the machine: vCPUs, AIA, console, kernel, initrd, FDT and boot registers.
 pub fn create_machine(inputs: MachineInputs<'_>) -> Result<Machine, StartError> {
     let nr = u32::from(inputs.config.vcpu_count);
-    let mem_size = inputs.memory.iter().map(|r| vm_memory::GuestMemoryRegion::len(r)).sum::<u64>();
+    let mem_size = inputs
+        .memory
+        .iter()
+        .map(vm_memory::GuestMemoryRegion::len)
+        .sum::<u64>();
     let mut fds = Vec::new();
     for id in 0..nr {
-        fds.push(inputs.vm_fd.create_vcpu(u64::from(id)).map_err(kvm_err("creating vCPUs"))?);
+        fds.push(
+            inputs
+                .vm_fd
+                .create_vcpu(u64::from(id))
+                .map_err(kvm_err("creating vCPUs"))?,
+        );
     }
 
     let aia = Aia::create(
@@ -148,7 +157,10 @@ pub fn create_machine(inputs: MachineInputs<'_>) -> Result<Machine, StartError> 
 
     let mut devices = crate::device_manager::DeviceManager::new();
     let serial_irq = Arc::new(KvmIrqLine::new(inputs.vm_fd.clone(), layout::SERIAL_IRQ));
-    let serial = Arc::new(SerialDevice::new(serial_irq, Box::new(inputs.console.clone())));
+    let serial = Arc::new(SerialDevice::new(
+        serial_irq,
+        Box::new(inputs.console.clone()),
+    ));
     devices
         .register_mmio("serial", serial, layout::SERIAL_BASE, layout::SERIAL_SIZE)
         .map_err(|e| StartError::Devices(e.to_string()))?;
@@ -167,8 +179,11 @@ pub fn create_machine(inputs: MachineInputs<'_>) -> Result<Machine, StartError> 
         isa_letters: isa.letters,
         isa_extensions: isa.extensions,
         mmu_type: isa.mmu_type.map(str::to_string),
-        timebase_frequency: u32::try_from(timebase)
-            .map_err(|_| StartError::Kvm(format!("timer frequency {timebase} Hz does not fit the FDT")))?,
+        timebase_frequency: u32::try_from(timebase).map_err(|_| {
+            StartError::Kvm(format!(
+                "timer frequency {timebase} Hz does not fit the FDT"
+            ))
+        })?,
         memory: (layout::DRAM_BASE, mem_size),
         cmdline,
         initrd: loaded.initrd,
@@ -258,7 +273,11 @@ fn sbi_call(call: SbiCall, state: &VcpuState) -> SbiRet {
 }
 
 /// KVM_EXIT_RISCV_SBI: console calls are served, anything else gets NOT_SUPPORTED.
-pub fn handle_unsupported_exit(fd: &mut VcpuFd, reason: u32, state: &VcpuState) -> Result<(), ExitInfo> {
+pub fn handle_unsupported_exit(
+    fd: &mut VcpuFd,
+    reason: u32,
+    state: &VcpuState,
+) -> Result<(), ExitInfo> {
     if reason != KVM_EXIT_RISCV_SBI {
         return Err(ExitInfo {
             code: 1,

@@ -49,7 +49,11 @@ pub fn handle_exit(exit: VcpuExit<'_>, _bus: &Arc<IoManager>) -> Option<ExitInfo
 }
 
 /// Exits kvm-ioctls does not decode.
-pub fn handle_unsupported_exit(_fd: &mut VcpuFd, reason: u32, _state: &VcpuState) -> Result<(), ExitInfo> {
+pub fn handle_unsupported_exit(
+    _fd: &mut VcpuFd,
+    reason: u32,
+    _state: &VcpuState,
+) -> Result<(), ExitInfo> {
     Err(ExitInfo {
         code: 1,
         reason: format!("unexpected KVM exit reason {reason}"),

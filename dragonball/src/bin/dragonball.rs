@@ -27,20 +27,31 @@ fn parse_args() -> Result<Args> {
     let mut check_leaks = false;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
-        let mut value = || args.next().with_context(|| format!("{flag} needs a value\n{USAGE}"));
+        let mut value = || {
+            args.next()
+                .with_context(|| format!("{flag} needs a value\n{USAGE}"))
+        };
         match flag.as_str() {
             "--kernel" => kernel = Some(value()?.into()),
             "--initrd" => initrd = Some(value()?.into()),
             "--cmdline" => cmdline = Some(value()?),
             "--vcpus" => {
                 let v = value()?;
-                config.vcpu_count = v.parse().with_context(|| format!("--vcpus '{v}' is not a number"))?;
+                config.vcpu_count = v
+                    .parse()
+                    .with_context(|| format!("--vcpus '{v}' is not a number"))?;
             }
             "--mem" => {
                 let v = value()?;
-                config.mem_size_mib = v.parse().with_context(|| format!("--mem '{v}' is not a number of MiB"))?;
+                config.mem_size_mib = v
+                    .parse()
+                    .with_context(|| format!("--mem '{v}' is not a number of MiB"))?;
             }
-            "--console" => config.console = value()?.parse::<ConsoleConfig>().map_err(anyhow::Error::msg)?,
+            "--console" => {
+                config.console = value()?
+                    .parse::<ConsoleConfig>()
+                    .map_err(anyhow::Error::msg)?
+            }
             "--check-leaks" => check_leaks = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -77,7 +88,9 @@ fn run() -> Result<i32> {
     let boot = Instant::now();
     client.request(VmmAction::StartMicroVm)?;
     let running = boot.elapsed();
-    let code = vmm.join().map_err(|_| anyhow::anyhow!("the VMM thread panicked"))?;
+    let code = vmm
+        .join()
+        .map_err(|_| anyhow::anyhow!("the VMM thread panicked"))?;
     drop(client);
     eprintln!(
         "dragonball: guest exited with {code} after {:.3} s (StartMicroVm took {:.3} s)",

@@ -113,7 +113,7 @@ mod tests {
             dev.write(base, IoAddress(0), &[*b]);
         }
         dev.write(base, IoAddress(0), &[1, 2, 3, 4]); // wide write: ignored
-        dev.write(base, IoAddress(0x800), &[b'x']); // outside the registers
+        dev.write(base, IoAddress(0x800), b"x"); // outside the registers
         let mut wide = [0xffu8; 4];
         dev.read(base, IoAddress(0), &mut wide);
         assert_eq!(wide, [0; 4]);

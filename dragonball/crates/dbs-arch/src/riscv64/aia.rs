@@ -4,11 +4,10 @@
 //! (sources, hart bits, APLIC and IMSIC addresses), then INIT; irqfds only after INIT.
 
 use kvm_bindings::{
-    KVM_DEV_RISCV_AIA_ADDR_APLIC, KVM_DEV_RISCV_AIA_CONFIG_HART_BITS,
-    KVM_DEV_RISCV_AIA_CONFIG_IDS, KVM_DEV_RISCV_AIA_CONFIG_MODE, KVM_DEV_RISCV_AIA_CONFIG_SRCS,
-    KVM_DEV_RISCV_AIA_CTRL_INIT, KVM_DEV_RISCV_AIA_GRP_ADDR, KVM_DEV_RISCV_AIA_GRP_CONFIG,
-    KVM_DEV_RISCV_AIA_GRP_CTRL, kvm_create_device, kvm_device_attr,
-    kvm_device_type_KVM_DEV_TYPE_RISCV_AIA,
+    KVM_DEV_RISCV_AIA_ADDR_APLIC, KVM_DEV_RISCV_AIA_CONFIG_HART_BITS, KVM_DEV_RISCV_AIA_CONFIG_IDS,
+    KVM_DEV_RISCV_AIA_CONFIG_MODE, KVM_DEV_RISCV_AIA_CONFIG_SRCS, KVM_DEV_RISCV_AIA_CTRL_INIT,
+    KVM_DEV_RISCV_AIA_GRP_ADDR, KVM_DEV_RISCV_AIA_GRP_CONFIG, KVM_DEV_RISCV_AIA_GRP_CTRL,
+    kvm_create_device, kvm_device_attr, kvm_device_type_KVM_DEV_TYPE_RISCV_AIA,
 };
 use kvm_ioctls::{DeviceFd, VmFd};
 
@@ -31,7 +30,9 @@ pub struct AiaConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum AiaError {
     /// The host kernel has no in-kernel AIA (no Ssaia on the host, or KVM too old).
-    #[error("the host KVM has no in-kernel AIA irqchip (KVM_CREATE_DEVICE RISCV_AIA: {0}); the userspace PLIC is used instead")]
+    #[error(
+        "the host KVM has no in-kernel AIA irqchip (KVM_CREATE_DEVICE RISCV_AIA: {0}); the userspace PLIC is used instead"
+    )]
     Unavailable(kvm_ioctls::Error),
     /// A configuration step failed.
     #[error("configuring the in-kernel AIA ({step}): {source}")]
@@ -53,7 +54,13 @@ pub struct Aia {
     pub mode: u32,
 }
 
-fn set(fd: &DeviceFd, group: u32, attr: u64, addr: u64, step: &'static str) -> Result<(), AiaError> {
+fn set(
+    fd: &DeviceFd,
+    group: u32,
+    attr: u64,
+    addr: u64,
+    step: &'static str,
+) -> Result<(), AiaError> {
     fd.set_device_attr(&kvm_device_attr {
         flags: 0,
         group,
@@ -102,16 +109,50 @@ impl Aia {
         let fd = vm.create_device(&mut dev).map_err(AiaError::Unavailable)?;
         let num_ids = get_config(&fd, KVM_DEV_RISCV_AIA_CONFIG_IDS, "read ids")?;
         let sources = cfg.sources;
-        set(&fd, KVM_DEV_RISCV_AIA_GRP_CONFIG, u64::from(KVM_DEV_RISCV_AIA_CONFIG_SRCS), &sources as *const u32 as u64, "sources")?;
+        set(
+            &fd,
+            KVM_DEV_RISCV_AIA_GRP_CONFIG,
+            u64::from(KVM_DEV_RISCV_AIA_CONFIG_SRCS),
+            &sources as *const u32 as u64,
+            "sources",
+        )?;
         let bits = hart_bits(cfg.harts);
-        set(&fd, KVM_DEV_RISCV_AIA_GRP_CONFIG, u64::from(KVM_DEV_RISCV_AIA_CONFIG_HART_BITS), &bits as *const u32 as u64, "hart bits")?;
-        set(&fd, KVM_DEV_RISCV_AIA_GRP_ADDR, u64::from(KVM_DEV_RISCV_AIA_ADDR_APLIC), &cfg.aplic_addr as *const u64 as u64, "APLIC address")?;
+        set(
+            &fd,
+            KVM_DEV_RISCV_AIA_GRP_CONFIG,
+            u64::from(KVM_DEV_RISCV_AIA_CONFIG_HART_BITS),
+            &bits as *const u32 as u64,
+            "hart bits",
+        )?;
+        set(
+            &fd,
+            KVM_DEV_RISCV_AIA_GRP_ADDR,
+            u64::from(KVM_DEV_RISCV_AIA_ADDR_APLIC),
+            &cfg.aplic_addr as *const u64 as u64,
+            "APLIC address",
+        )?;
         for hart in 0..cfg.harts {
             let addr = cfg.imsic_base + u64::from(hart) * cfg.imsic_stride;
-            set(&fd, KVM_DEV_RISCV_AIA_GRP_ADDR, 1 + u64::from(hart), &addr as *const u64 as u64, "IMSIC address")?;
+            set(
+                &fd,
+                KVM_DEV_RISCV_AIA_GRP_ADDR,
+                1 + u64::from(hart),
+                &addr as *const u64 as u64,
+                "IMSIC address",
+            )?;
         }
-        set(&fd, KVM_DEV_RISCV_AIA_GRP_CTRL, u64::from(KVM_DEV_RISCV_AIA_CTRL_INIT), 0, "init")?;
+        set(
+            &fd,
+            KVM_DEV_RISCV_AIA_GRP_CTRL,
+            u64::from(KVM_DEV_RISCV_AIA_CTRL_INIT),
+            0,
+            "init",
+        )?;
         let mode = get_config(&fd, KVM_DEV_RISCV_AIA_CONFIG_MODE, "read mode")?;
-        Ok(Aia { _fd: fd, num_ids, mode })
+        Ok(Aia {
+            _fd: fd,
+            num_ids,
+            mode,
+        })
     }
 }

@@ -109,7 +109,10 @@ mod tests {
 
     #[test]
     fn decodes_console_calls() {
-        assert_eq!(decode(1, 0, &[b'x' as u64, 0, 0, 0, 0, 0]), SbiCall::LegacyPutchar(b'x'));
+        assert_eq!(
+            decode(1, 0, &[b'x' as u64, 0, 0, 0, 0, 0]),
+            SbiCall::LegacyPutchar(b'x')
+        );
         assert_eq!(
             decode(EXT_DBCN, 0, &[10, 0x8000_1000, 0, 0, 0, 0]),
             SbiCall::DbcnWrite {
@@ -117,7 +120,10 @@ mod tests {
                 addr: 0x8000_1000
             }
         );
-        assert_eq!(decode(EXT_DBCN, 2, &[0x141, 0, 0, 0, 0, 0]), SbiCall::DbcnWriteByte(0x41));
+        assert_eq!(
+            decode(EXT_DBCN, 2, &[0x141, 0, 0, 0, 0, 0]),
+            SbiCall::DbcnWriteByte(0x41)
+        );
     }
 
     #[test]
@@ -129,7 +135,10 @@ mod tests {
                 addr: u64::MAX
             }
         );
-        assert_eq!(decode(EXT_DBCN, 1, &[1, 0, 7, 0, 0, 0]), SbiCall::DbcnBadAddress);
+        assert_eq!(
+            decode(EXT_DBCN, 1, &[1, 0, 7, 0, 0, 0]),
+            SbiCall::DbcnBadAddress
+        );
         assert_eq!(
             decode(EXT_DBCN, 99, &[0; 6]),
             SbiCall::Unsupported {

@@ -175,7 +175,10 @@ fn write_cpus(fdt: &mut FdtWriter, cfg: &FdtConfig) -> Result<(), FdtBuildError>
         fdt.property_string("compatible", "riscv")?;
         fdt.property_u32("reg", hart)?;
         fdt.property_string("status", "okay")?;
-        fdt.property_string("riscv,isa", &isa_string(&cfg.isa_letters, &cfg.isa_extensions))?;
+        fdt.property_string(
+            "riscv,isa",
+            &isa_string(&cfg.isa_letters, &cfg.isa_extensions),
+        )?;
         fdt.property_string("riscv,isa-base", "rv64i")?;
         fdt.property_string_list("riscv,isa-extensions", isa_list.clone())?;
         if let Some(mmu) = &cfg.mmu_type {
@@ -289,7 +292,11 @@ mod tests {
 
     #[test]
     fn aia_tree_has_the_nodes_linux_needs() {
-        let blob = build(&config(IrqChip::Aia { num_ids: 255, num_sources: 33 })).unwrap();
+        let blob = build(&config(IrqChip::Aia {
+            num_ids: 255,
+            num_sources: 33,
+        }))
+        .unwrap();
         assert_eq!(&blob[..4], &[0xd0, 0x0d, 0xfe, 0xed], "FDT magic");
         for needle in [
             &b"cpu@1\0"[..],
@@ -304,7 +311,11 @@ mod tests {
             b"linux,initrd-start\0",
             b"memory@80000000\0",
         ] {
-            assert!(contains(&blob, needle), "missing {:?}", String::from_utf8_lossy(needle));
+            assert!(
+                contains(&blob, needle),
+                "missing {:?}",
+                String::from_utf8_lossy(needle)
+            );
         }
         assert!(!contains(&blob, b"riscv,plic0"));
     }

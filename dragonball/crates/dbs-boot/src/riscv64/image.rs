@@ -12,7 +12,9 @@ pub enum ImageError {
     #[error("kernel image is too short ({0} bytes) to be a RISC-V Image")]
     TooShort(usize),
     /// The magic is missing.
-    #[error("kernel image has no RISC-V Image magic (is it a compressed Image.gz or an ELF vmlinux? use arch/riscv/boot/Image)")]
+    #[error(
+        "kernel image has no RISC-V Image magic (is it a compressed Image.gz or an ELF vmlinux? use arch/riscv/boot/Image)"
+    )]
     BadMagic,
     /// The header says big-endian.
     #[error("big-endian RISC-V kernels are not supported")]
@@ -76,7 +78,13 @@ mod tests {
     #[test]
     fn rejects_garbage() {
         assert_eq!(parse_header(&[0; 10]), Err(ImageError::TooShort(10)));
-        assert_eq!(parse_header(&header(0, 0, 0, 0x1234)), Err(ImageError::BadMagic));
-        assert_eq!(parse_header(&header(0, 0, 1, MAGIC2)), Err(ImageError::BigEndian));
+        assert_eq!(
+            parse_header(&header(0, 0, 0, 0x1234)),
+            Err(ImageError::BadMagic)
+        );
+        assert_eq!(
+            parse_header(&header(0, 0, 1, MAGIC2)),
+            Err(ImageError::BigEndian)
+        );
     }
 }

@@ -1,0 +1,282 @@
+//! riscv64 VMs under real KVM (needs /dev/kvm with in-kernel AIA, the riscv64 guest
+//! kernel and test initrd): run inside the riscv64 KVM test host by
+//! `riscv64_kvm_host.rs`, or natively on a riscv64 machine with KVM.
+
+#![cfg(target_arch = "riscv64")]
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use dragonball::{
+    BootSourceConfig, ConsoleConfig, InstanceState, VmConfigInfo, VmmAction, VmmActionError,
+    VmmData, start_vmm_thread,
+};
+use kvm_host::{Arch, artifacts, testing::kvm_required};
+use support::rv_guest::{A0, A1, A2, DATA_OFFSET, Program};
+
+fn kvm_or_skip(test: &str) -> bool {
+    if Path::new("/dev/kvm").exists() {
+        return true;
+    }
+    assert!(
+        !kvm_required(),
+        "{test}: KATA_TEST_REQUIRE_KVM=1 but /dev/kvm is missing"
+    );
+    eprintln!("SKIPPED {test}: no /dev/kvm");
+    false
+}
+
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("db-test-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&p).unwrap();
+        Scratch(p)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn config(vcpus: u8, mem: usize, console: &Path) -> VmConfigInfo {
+    VmConfigInfo {
+        vcpu_count: vcpus,
+        mem_size_mib: mem,
+        console: ConsoleConfig::File(console.to_path_buf()),
+    }
+}
+
+fn test_initrd_boot(cmdline: &str) -> BootSourceConfig {
+    BootSourceConfig {
+        kernel_path: artifacts::kernel(Arch::Riscv64),
+        initrd_path: Some(artifacts::out_dir(Arch::Riscv64).join("test-initrd.cpio.gz")),
+        boot_args: Some(cmdline.into()),
+    }
+}
+
+fn resources() -> (usize, usize) {
+    let count = |dir: &str| std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
+    (count("/proc/self/task"), count("/proc/self/fd"))
+}
+
+/// Boots, waits for the VM to end, returns (exit code, console).
+fn boot_to_end(cfg: VmConfigInfo, boot: BootSourceConfig) -> (i32, String) {
+    let console = match &cfg.console {
+        ConsoleConfig::File(p) => p.clone(),
+        _ => unreachable!(),
+    };
+    let (client, vmm) = start_vmm_thread().unwrap();
+    client.request(VmmAction::SetVmConfiguration(cfg)).unwrap();
+    client
+        .request(VmmAction::ConfigureBootSource(boot))
+        .unwrap();
+    client.request(VmmAction::StartMicroVm).unwrap();
+    let code = vmm.join().unwrap();
+    (code, std::fs::read_to_string(console).unwrap_or_default())
+}
+
+#[test]
+fn boots_the_test_initrd_on_two_harts_and_powers_off() {
+    if !kvm_or_skip("boots_the_test_initrd_on_two_harts_and_powers_off") {
+        return;
+    }
+    let dir = Scratch::new("boot");
+    let before = resources();
+    let (code, console) = boot_to_end(
+        config(2, 128, &dir.0.join("console")),
+        test_initrd_boot("console=ttyS0 panic=-1 quiet"),
+    );
+    let marker = console
+        .lines()
+        .find(|l| l.contains("KATA-RV-TEST-INIT: booted"))
+        .unwrap_or_else(|| panic!("no marker; console:\n{console}"));
+    println!("{marker}");
+    assert!(marker.contains("cpus=0-1"), "both harts online: {marker}");
+    assert_eq!(code, 0, "guest power-off is exit 0");
+    // Every VMM thread (vmm_master, vCPUs) and fd (KVM, eventfds, console) is gone.
+    assert_eq!(resources(), before, "threads/fds left behind");
+}
+
+#[test]
+fn bogus_sbi_calls_get_errors_and_the_vm_keeps_running() {
+    if !kvm_or_skip("bogus_sbi_calls_get_errors_and_the_vm_keeps_running") {
+        return;
+    }
+    let dir = Scratch::new("sbi");
+    const DBCN: u32 = 0x4442_434e;
+    let mem_mib = 64;
+    let mut p = Program::new();
+    // DBCN write from an address outside RAM: INVALID_PARAM.
+    p.li(A0, 8)
+        .li(A1, 0x10)
+        .li(A2, 0)
+        .ecall(DBCN, 0)
+        .report_a0();
+    // DBCN write with base_hi set: INVALID_PARAM.
+    p.li(A0, 8)
+        .li(A1, 0x1000)
+        .li(A2, 1)
+        .ecall(DBCN, 0)
+        .report_a0();
+    // Vendor and experimental extensions reach the VMM: NOT_SUPPORTED.
+    p.ecall(0x0900_0000, 7).report_a0();
+    p.ecall(0x0800_0001, 0).report_a0();
+    // An unknown standard extension (answered by KVM): NOT_SUPPORTED.
+    p.ecall(0x1234_5678, 0).report_a0();
+    // A valid DBCN write of our string: success.
+    p.li(A0, 6)
+        .la_image(A1, DATA_OFFSET)
+        .li(A2, 0)
+        .ecall(DBCN, 0)
+        .report_a0();
+    // A huge write running off the end of RAM: INVALID_PARAM, not a crash.
+    let ram_end_from_image = (mem_mib << 20) - 0x20_0000 - 16;
+    p.li(A0, 0xffff_ffff)
+        .la_relative(A1, ram_end_from_image)
+        .li(A2, 0)
+        .ecall(DBCN, 0)
+        .report_a0();
+    // DBCN read: nothing to read, success with 0 bytes.
+    p.li(A0, 16)
+        .la_image(A1, DATA_OFFSET)
+        .li(A2, 0)
+        .ecall(DBCN, 1)
+        .report_a0();
+    // Legacy getchar with no input: -1.
+    p.ecall(2, 0).report_a0();
+    p.putchar(b'\n').shutdown().spin();
+    p.data(b"sbi-ok");
+    let kernel = dir.0.join("Image");
+    std::fs::write(&kernel, p.image()).unwrap();
+    let (code, console) = boot_to_end(
+        config(1, mem_mib as usize, &dir.0.join("console")),
+        BootSourceConfig {
+            kernel_path: kernel,
+            initrd_path: None,
+            boot_args: None,
+        },
+    );
+    assert_eq!(console, "CCDDDsbi-okFCFE\n");
+    assert_eq!(code, 0);
+}
+
+/// A guest that spins forever, for lifecycle tests.
+fn spinning_guest(dir: &Path) -> BootSourceConfig {
+    let mut p = Program::new();
+    p.putchar(b'!').spin();
+    let kernel = dir.join("Image");
+    std::fs::write(&kernel, p.image()).unwrap();
+    BootSourceConfig {
+        kernel_path: kernel,
+        initrd_path: None,
+        boot_args: None,
+    }
+}
+
+#[test]
+fn lifecycle_pause_resume_shutdown_and_late_config_is_rejected() {
+    if !kvm_or_skip("lifecycle_pause_resume_shutdown_and_late_config_is_rejected") {
+        return;
+    }
+    let dir = Scratch::new("lifecycle");
+    let before = resources();
+    let (client, vmm) = start_vmm_thread().unwrap();
+    let cfg = config(2, 64, &dir.0.join("console"));
+    client
+        .request(VmmAction::SetVmConfiguration(cfg.clone()))
+        .unwrap();
+    client
+        .request(VmmAction::ConfigureBootSource(spinning_guest(&dir.0)))
+        .unwrap();
+    client.request(VmmAction::StartMicroVm).unwrap();
+    let state = |c: &dragonball::VmmClient| c.request(VmmAction::GetInstanceState).unwrap();
+    assert_eq!(
+        state(&client),
+        VmmData::InstanceState(InstanceState::Running)
+    );
+
+    for late in [
+        VmmAction::SetVmConfiguration(cfg),
+        VmmAction::ConfigureBootSource(spinning_guest(&dir.0)),
+        VmmAction::StartMicroVm,
+    ] {
+        let e = client.request(late).unwrap_err();
+        assert!(matches!(e, VmmActionError::NotAllowedAfterStart(_)), "{e}");
+    }
+
+    client.request(VmmAction::PauseMicroVm).unwrap();
+    assert_eq!(
+        state(&client),
+        VmmData::InstanceState(InstanceState::Paused)
+    );
+    assert!(
+        client.request(VmmAction::PauseMicroVm).is_err(),
+        "pausing twice"
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    client.request(VmmAction::ResumeMicroVm).unwrap();
+    assert_eq!(
+        state(&client),
+        VmmData::InstanceState(InstanceState::Running)
+    );
+
+    client.request(VmmAction::ShutdownMicroVm).unwrap();
+    assert_eq!(vmm.join().unwrap(), 0);
+    drop(client);
+    assert_eq!(std::fs::read_to_string(dir.0.join("console")).unwrap(), "!");
+    assert_eq!(resources(), before, "threads/fds left behind");
+}
+
+#[test]
+fn a_kernel_that_does_not_fit_is_a_clear_error() {
+    if !kvm_or_skip("a_kernel_that_does_not_fit_is_a_clear_error") {
+        return;
+    }
+    let dir = Scratch::new("toobig");
+    let (client, vmm) = start_vmm_thread().unwrap();
+    client
+        .request(VmmAction::SetVmConfiguration(config(
+            1,
+            32,
+            &dir.0.join("console"),
+        )))
+        .unwrap();
+    // The real kernel with a 40 MiB initrd cannot fit in 32 MiB of RAM.
+    let initrd = dir.0.join("big.cpio");
+    std::fs::write(&initrd, vec![0u8; 40 << 20]).unwrap();
+    let mut boot = test_initrd_boot("console=ttyS0");
+    boot.initrd_path = Some(initrd);
+    client
+        .request(VmmAction::ConfigureBootSource(boot))
+        .unwrap();
+    let e = client.request(VmmAction::StartMicroVm).unwrap_err();
+    assert!(e.to_string().contains("memory too small"), "{e}");
+    // A garbage kernel is named as such.
+    let junk = dir.0.join("junk");
+    std::fs::write(
+        &junk,
+        b"definitely not a kernel image, just text....................................",
+    )
+    .unwrap();
+    client
+        .request(VmmAction::ConfigureBootSource(BootSourceConfig {
+            kernel_path: junk.clone(),
+            initrd_path: None,
+            boot_args: None,
+        }))
+        .unwrap();
+    let e = client.request(VmmAction::StartMicroVm).unwrap_err();
+    assert!(e.to_string().contains("no RISC-V Image magic"), "{e}");
+    assert_eq!(
+        client.request(VmmAction::GetInstanceState).unwrap(),
+        VmmData::InstanceState(InstanceState::Uninitialized)
+    );
+    client.request(VmmAction::ShutdownMicroVm).unwrap();
+    vmm.join().unwrap();
+}

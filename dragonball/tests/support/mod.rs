@@ -1,0 +1,3 @@
+//! Shared helpers of the dragonball integration tests.
+
+pub mod rv_guest;

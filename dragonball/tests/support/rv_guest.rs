@@ -1,0 +1,157 @@
+//! Tiny hand-assembled riscv64 guests for VMM tests: a valid `Image` (header + code) that
+//! makes chosen SBI calls, reports each return code on the legacy console, and shuts down
+//! or spins. No toolchain needed.
+
+#![allow(dead_code)]
+
+pub const ZERO: u32 = 0;
+pub const A0: u32 = 10;
+pub const A1: u32 = 11;
+pub const A2: u32 = 12;
+pub const A6: u32 = 16;
+pub const A7: u32 = 17;
+
+/// Image header size; code starts right after it.
+const HEADER: usize = 64;
+/// Where data (strings) go in the image.
+pub const DATA_OFFSET: usize = 0x800;
+
+fn addi(rd: u32, rs1: u32, imm: i32) -> u32 {
+    (((imm as u32) & 0xfff) << 20) | (rs1 << 15) | (rd << 7) | 0x13
+}
+
+fn lui(rd: u32, imm20: u32) -> u32 {
+    ((imm20 & 0xf_ffff) << 12) | (rd << 7) | 0x37
+}
+
+fn auipc(rd: u32, imm20: u32) -> u32 {
+    ((imm20 & 0xf_ffff) << 12) | (rd << 7) | 0x17
+}
+
+const ECALL: u32 = 0x0000_0073;
+const SPIN: u32 = 0x0000_006f; // j .
+
+/// Splits `value` into (hi20, lo12) so that (hi20 << 12) + sext(lo12) == value.
+fn hi_lo(value: i64) -> (u32, i32) {
+    let lo = ((value & 0xfff) as i32) << 20 >> 20;
+    let hi = ((value - i64::from(lo)) >> 12) as u32;
+    (hi, lo)
+}
+
+/// A guest program being assembled; `pc` offsets are relative to the image start.
+pub struct Program {
+    code: Vec<u32>,
+    data: Vec<u8>,
+}
+
+impl Default for Program {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Program {
+    pub fn new() -> Self {
+        Program {
+            code: Vec::new(),
+            data: Vec::new(),
+        }
+    }
+
+    fn offset(&self) -> usize {
+        HEADER + 4 * self.code.len()
+    }
+
+    /// rd = a 32-bit positive constant.
+    pub fn li(&mut self, rd: u32, value: u32) -> &mut Self {
+        let (hi, lo) = hi_lo(i64::from(value));
+        if hi != 0 {
+            self.code.push(lui(rd, hi));
+            self.code.push(addi(rd, rd, lo));
+        } else {
+            self.code.push(addi(rd, ZERO, lo));
+        }
+        self
+    }
+
+    /// rd = image load address + `image_offset` (PC-relative).
+    pub fn la_image(&mut self, rd: u32, image_offset: usize) -> &mut Self {
+        let delta = image_offset as i64 - self.offset() as i64;
+        let (hi, lo) = hi_lo(delta);
+        self.code.push(auipc(rd, hi));
+        self.code.push(addi(rd, rd, lo));
+        self
+    }
+
+    /// rd = image load address + `delta` (for addresses far from the image).
+    pub fn la_relative(&mut self, rd: u32, delta_from_image: i64) -> &mut Self {
+        let delta = delta_from_image - self.offset() as i64;
+        let (hi, lo) = hi_lo(delta);
+        self.code.push(auipc(rd, hi));
+        self.code.push(addi(rd, rd, lo));
+        self
+    }
+
+    /// SBI call with a7 = ext, a6 = fid (a0..a2 set by the caller beforehand).
+    pub fn ecall(&mut self, ext: u32, fid: u32) -> &mut Self {
+        self.li(A7, ext);
+        self.li(A6, fid);
+        self.code.push(ECALL);
+        self
+    }
+
+    /// Prints the SBI error code in a0 as one character: 'F' + error ('F' = success,
+    /// 'E' = -1, 'D' = -2 NOT_SUPPORTED, 'C' = -3 INVALID_PARAM).
+    pub fn report_a0(&mut self) -> &mut Self {
+        self.code.push(addi(A0, A0, i32::from(b'F')));
+        self.li(A7, 1);
+        self.code.push(ECALL);
+        self
+    }
+
+    /// Legacy putchar of a constant byte.
+    pub fn putchar(&mut self, c: u8) -> &mut Self {
+        self.li(A0, u32::from(c));
+        self.li(A7, 1);
+        self.code.push(ECALL);
+        self
+    }
+
+    /// SBI SRST system_reset(shutdown, no reason).
+    pub fn shutdown(&mut self) -> &mut Self {
+        self.li(A0, 0);
+        self.li(A1, 0);
+        self.ecall(0x5352_5354, 0)
+    }
+
+    /// Loops forever.
+    pub fn spin(&mut self) -> &mut Self {
+        self.code.push(SPIN);
+        self
+    }
+
+    /// Bytes placed at [`DATA_OFFSET`].
+    pub fn data(&mut self, bytes: &[u8]) -> &mut Self {
+        self.data = bytes.to_vec();
+        self
+    }
+
+    /// The finished `Image`.
+    pub fn image(&self) -> Vec<u8> {
+        let mut img = vec![0u8; HEADER];
+        img[0..4].copy_from_slice(&0x0400_006fu32.to_le_bytes()); // j +64: skip the header
+        img[8..16].copy_from_slice(&0x20_0000u64.to_le_bytes()); // text_offset
+        img[32..36].copy_from_slice(&2u32.to_le_bytes()); // version 0.2
+        img[0x30..0x38].copy_from_slice(b"RISCV\0\0\0");
+        img[0x38..0x3c].copy_from_slice(&0x0543_5352u32.to_le_bytes());
+        for i in &self.code {
+            img.extend_from_slice(&i.to_le_bytes());
+        }
+        assert!(img.len() <= DATA_OFFSET, "guest code overlaps its data");
+        img.resize(DATA_OFFSET, 0);
+        img.extend_from_slice(&self.data);
+        let size = img.len().next_multiple_of(4096) as u64;
+        img[16..24].copy_from_slice(&size.to_le_bytes()); // image_size
+        img
+    }
+}
