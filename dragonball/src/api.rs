@@ -1,6 +1,6 @@
 //! The VMM API: actions, their answers and errors.
 
-use crate::config::{BootSourceConfig, VmConfigInfo};
+use crate::config::{BootSourceConfig, VmConfigInfo, VsockDeviceConfigInfo};
 
 /// A request to the VMM.
 #[derive(Debug, Clone)]
@@ -9,6 +9,8 @@ pub enum VmmAction {
     SetVmConfiguration(VmConfigInfo),
     /// Sets kernel, initrd and command line (before start).
     ConfigureBootSource(BootSourceConfig),
+    /// Adds the vsock device (before start).
+    InsertVsockDevice(VsockDeviceConfigInfo),
     /// Creates and boots the VM.
     StartMicroVm,
     /// Stops the VM; the VMM thread ends after answering.
@@ -60,6 +62,9 @@ pub enum VmmActionError {
     /// The boot source is invalid or unreadable.
     #[error("invalid boot source: {0}")]
     InvalidBootSource(String),
+    /// A device configuration is invalid.
+    #[error("invalid device configuration: {0}")]
+    InvalidDevice(String),
     /// The action is only allowed before StartMicroVm.
     #[error("{0} is not allowed after the VM has started")]
     NotAllowedAfterStart(&'static str),

@@ -91,3 +91,13 @@ mod tests {
         assert!("tty".parse::<ConsoleConfig>().is_err());
     }
 }
+
+/// A virtio-vsock device with the hybrid-vsock unix socket backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VsockDeviceConfigInfo {
+    /// Guest context id (>= 3).
+    pub guest_cid: u32,
+    /// Unix socket the VMM listens on; guest connections to host port P go to
+    /// `<uds_path>_P`.
+    pub uds_path: PathBuf,
+}

@@ -7,9 +7,9 @@ use kvm_ioctls::{Kvm, VmFd};
 
 use crate::api::{InstanceState, VmmActionError};
 use crate::arch;
-use crate::config::{BootSourceConfig, MAX_VCPUS, VmConfigInfo};
+use crate::config::{BootSourceConfig, MAX_VCPUS, VmConfigInfo, VsockDeviceConfigInfo};
 use crate::console::Console;
-use crate::device_manager::DeviceManager;
+use crate::device_manager::{DeviceManager, MmioSlot, Subscriber};
 use crate::memory::{self, GuestMemory};
 use crate::vcpu::{ExitInfo, VcpuManager, VcpuSpec, VmExit};
 
@@ -72,6 +72,10 @@ pub struct MachineInputs<'a> {
     pub memory: &'a GuestMemory,
     /// The console sink.
     pub console: Console,
+    /// The bus, with the virtio devices already on it.
+    pub devices: DeviceManager,
+    /// Where those virtio devices sit (for the boot information).
+    pub virtio_slots: Vec<MmioSlot>,
 }
 
 /// What an arch's `create_machine` builds.
@@ -97,6 +101,7 @@ struct Running {
 pub struct Vm {
     config: VmConfigInfo,
     boot: Option<BootSourceConfig>,
+    vsock: Option<VsockDeviceConfigInfo>,
     state: InstanceState,
     running: Option<Running>,
 }
@@ -106,6 +111,7 @@ impl Default for Vm {
         Vm {
             config: VmConfigInfo::default(),
             boot: None,
+            vsock: None,
             state: InstanceState::Uninitialized,
             running: None,
         }
@@ -180,8 +186,35 @@ impl Vm {
         Ok(())
     }
 
-    /// Creates and boots the VM.
-    pub fn start(&mut self, exit: Arc<VmExit>) -> Result<(), VmmActionError> {
+    /// Adds the vsock device.
+    pub fn insert_vsock(&mut self, vsock: VsockDeviceConfigInfo) -> Result<(), VmmActionError> {
+        self.before_start("InsertVsockDevice")?;
+        if self.vsock.is_some() {
+            return Err(VmmActionError::InvalidDevice(
+                "a vsock device is already configured (one per VM)".into(),
+            ));
+        }
+        if vsock.guest_cid < 3 {
+            return Err(VmmActionError::InvalidDevice(format!(
+                "vsock guest_cid {} is reserved: use 3 or higher",
+                vsock.guest_cid
+            )));
+        }
+        match vsock.uds_path.parent() {
+            Some(dir) if dir.as_os_str().is_empty() || dir.is_dir() => {}
+            _ => {
+                return Err(VmmActionError::InvalidDevice(format!(
+                    "vsock uds_path '{}': its directory does not exist",
+                    vsock.uds_path.display()
+                )));
+            }
+        }
+        self.vsock = Some(vsock);
+        Ok(())
+    }
+
+    /// Creates and boots the VM; returns the event-loop subscribers its devices need.
+    pub fn start(&mut self, exit: Arc<VmExit>) -> Result<Vec<Subscriber>, VmmActionError> {
         self.before_start("StartMicroVm")?;
         let boot = self.boot.clone().ok_or_else(|| {
             VmmActionError::InvalidBootSource(
@@ -190,10 +223,10 @@ impl Vm {
         })?;
         self.state = InstanceState::Starting;
         match self.build_and_run(&boot, exit) {
-            Ok(running) => {
+            Ok((running, subscribers)) => {
                 self.running = Some(running);
                 self.state = InstanceState::Running;
-                Ok(())
+                Ok(subscribers)
             }
             Err(e) => {
                 // Everything built so far was dropped; the VM can be configured again.
@@ -207,7 +240,7 @@ impl Vm {
         &self,
         boot: &BootSourceConfig,
         exit: Arc<VmExit>,
-    ) -> Result<Running, StartError> {
+    ) -> Result<(Running, Vec<Subscriber>), StartError> {
         let kvm = Kvm::new().map_err(|e| {
             StartError::Kvm(format!(
                 "opening /dev/kvm: {e} (this needs real KVM: run inside the KVM test host, see README)"
@@ -221,6 +254,24 @@ impl Vm {
         let memory = memory::create(&vm_fd, arch::memory_base(), size)?;
         let console =
             Console::open(&self.config.console).map_err(|e| StartError::Console(e.to_string()))?;
+        let mut devices = DeviceManager::new();
+        let mut virtio_slots = Vec::new();
+        let mut subscribers: Vec<Subscriber> = Vec::new();
+        if let Some(vsock) = &self.vsock {
+            let slot = arch::virtio_slot(virtio_slots.len() as u32)
+                .ok_or_else(|| StartError::Devices("no free virtio-mmio slot".into()))?;
+            let config = dbs_virtio_devices::vsock::VsockConfig {
+                guest_cid: u64::from(vsock.guest_cid),
+                uds_path: vsock.uds_path.clone(),
+            };
+            let (device, muxer) = dbs_virtio_devices::vsock::VsockDevice::new(&config)
+                .map_err(|e| StartError::Devices(e.to_string()))?;
+            devices
+                .add_virtio("vsock", &vm_fd, &memory, Box::new(device), slot)
+                .map_err(|e| StartError::Devices(e.to_string()))?;
+            virtio_slots.push(slot);
+            subscribers.push(muxer);
+        }
         let machine = arch::create_machine(MachineInputs {
             kvm: &kvm,
             vm_fd: &vm_fd,
@@ -228,16 +279,21 @@ impl Vm {
             boot,
             memory: &memory,
             console,
+            devices,
+            virtio_slots,
         })?;
         let vcpus = VcpuManager::start(machine.vcpus, machine.devices.into_bus(), exit)
             .map_err(|e| StartError::Kvm(format!("starting vCPU threads: {e}")))?;
-        Ok(Running {
-            vcpus,
-            _arch: machine.arch,
-            _memory: memory,
-            _vm_fd: vm_fd,
-            _kvm: kvm,
-        })
+        Ok((
+            Running {
+                vcpus,
+                _arch: machine.arch,
+                _memory: memory,
+                _vm_fd: vm_fd,
+                _kvm: kvm,
+            },
+            subscribers,
+        ))
     }
 
     /// Pauses the vCPUs.

@@ -10,6 +10,7 @@ use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::api::{InstanceState, VmmAction, VmmActionError, VmmData};
+use crate::device_manager::Subscriber;
 use crate::vcpu::{ExitInfo, VmExit};
 use crate::vm::Vm;
 
@@ -78,8 +79,6 @@ impl RawFdExt for EventFd {
     }
 }
 
-type Subscriber = Arc<Mutex<dyn MutEventSubscriber + Send>>;
-
 /// The VMM: a VM and the loop that serves it.
 struct Vmm {
     vm: Vm,
@@ -87,12 +86,22 @@ struct Vmm {
 }
 
 impl Vmm {
-    fn handle(&mut self, action: VmmAction) -> (Response, bool) {
+    fn handle(
+        &mut self,
+        action: VmmAction,
+        events: &mut EventManager<Subscriber>,
+    ) -> (Response, bool) {
         let done = matches!(action, VmmAction::ShutdownMicroVm);
         let response = match action {
             VmmAction::SetVmConfiguration(c) => self.vm.set_config(c).map(|_| VmmData::Empty),
             VmmAction::ConfigureBootSource(b) => self.vm.set_boot_source(b).map(|_| VmmData::Empty),
-            VmmAction::StartMicroVm => self.vm.start(self.exit.clone()).map(|_| VmmData::Empty),
+            VmmAction::InsertVsockDevice(v) => self.vm.insert_vsock(v).map(|_| VmmData::Empty),
+            VmmAction::StartMicroVm => self.vm.start(self.exit.clone()).map(|subscribers| {
+                for s in subscribers {
+                    events.add_subscriber(s);
+                }
+                VmmData::Empty
+            }),
             VmmAction::PauseMicroVm => self.vm.pause().map(|_| VmmData::Empty),
             VmmAction::ResumeMicroVm => self.vm.resume().map(|_| VmmData::Empty),
             VmmAction::GetVmConfiguration => Ok(VmmData::VmConfiguration(self.vm.config().clone())),
@@ -162,7 +171,7 @@ fn run_loop(requests: Receiver<VmmAction>, responses: Sender<Response>, api_evt:
             loop {
                 match requests.try_recv() {
                     Ok(action) => {
-                        let (response, done) = vmm.handle(action);
+                        let (response, done) = vmm.handle(action, &mut events);
                         let _ = responses.send(response);
                         if done {
                             return vmm.exit_code();

@@ -280,3 +280,185 @@ fn a_kernel_that_does_not_fit_is_a_clear_error() {
     client.request(VmmAction::ShutdownMicroVm).unwrap();
     vmm.join().unwrap();
 }
+
+mod vsock {
+    use super::*;
+    use dragonball::VsockDeviceConfigInfo;
+    use std::io::{Read, Write};
+    use std::os::unix::net::{UnixListener, UnixStream};
+    use std::time::Instant;
+
+    const PAYLOAD: usize = 1 << 20;
+    const HOST_STREAMS: usize = 32;
+    const GUEST_STREAMS: usize = 4;
+
+    fn pattern(seed: u64) -> Vec<u8> {
+        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        (0..PAYLOAD)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    /// Sends the pattern and checks the echo, writing and reading concurrently.
+    fn echo_round_trip(stream: UnixStream, seed: u64) {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        let data = pattern(seed);
+        let mut writer = stream.try_clone().unwrap();
+        let sent = data.clone();
+        let w = std::thread::spawn(move || writer.write_all(&sent).unwrap());
+        let mut back = vec![0u8; PAYLOAD];
+        let mut reader = stream;
+        reader
+            .read_exact(&mut back)
+            .unwrap_or_else(|e| panic!("stream {seed}: reading the echo: {e}"));
+        w.join().unwrap();
+        assert!(
+            back == data,
+            "stream {seed}: echo differs from what was sent"
+        );
+    }
+
+    fn wait_for(console: &Path, needle: &str) -> String {
+        let start = Instant::now();
+        loop {
+            let text = std::fs::read_to_string(console).unwrap_or_default();
+            if text.contains(needle) {
+                return text;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "no {needle:?} on the console:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn connect(uds: &Path, port: u32) -> (UnixStream, String) {
+        let mut s = UnixStream::connect(uds).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        writeln!(s, "CONNECT {port}").unwrap();
+        let mut line = String::new();
+        // Read byte by byte: nothing after the newline may be consumed here.
+        let mut b = [0u8; 1];
+        while s.read(&mut b).unwrap_or(0) == 1 {
+            line.push(b[0] as char);
+            if b[0] == b'\n' {
+                break;
+            }
+        }
+        (s, line)
+    }
+
+    #[test]
+    fn vsock_echo_both_directions_with_many_streams() {
+        if !kvm_or_skip("vsock_echo_both_directions_with_many_streams") {
+            return;
+        }
+        let dir = Scratch::new("vsock");
+        let uds = dir.0.join("vsock.sock");
+        let before = resources();
+        let guest_listener = UnixListener::bind(format!("{}_4321", uds.display())).unwrap();
+        let console = dir.0.join("console");
+        let (client, vmm) = start_vmm_thread().unwrap();
+        client
+            .request(VmmAction::SetVmConfiguration(config(2, 256, &console)))
+            .unwrap();
+        client
+            .request(VmmAction::ConfigureBootSource(test_initrd_boot(&format!(
+                "console=ttyS0 panic=-1 quiet test_init.mode=vsock-echo test_init.connect={GUEST_STREAMS}"
+            ))))
+            .unwrap();
+        client
+            .request(VmmAction::InsertVsockDevice(VsockDeviceConfigInfo {
+                guest_cid: 3,
+                uds_path: uds.clone(),
+            }))
+            .unwrap();
+        client.request(VmmAction::StartMicroVm).unwrap();
+        wait_for(&console, "vsock echo listening");
+
+        // Protocol errors: a port nobody listens on is refused (EOF, no OK), and a
+        // garbage request is closed.
+        let (refused, line) = connect(&uds, 9999);
+        assert_eq!(line, "", "connecting to a closed guest port must fail");
+        drop(refused);
+        let mut junk = UnixStream::connect(&uds).unwrap();
+        junk.set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        junk.write_all(b"HELLO there\n").unwrap();
+        let mut rest = Vec::new();
+        assert_eq!(junk.read_to_end(&mut rest).unwrap_or(0), 0);
+        drop(junk);
+
+        // host -> guest: 32 concurrent streams of 1 MiB each.
+        let start = Instant::now();
+        let workers: Vec<_> = (0..HOST_STREAMS)
+            .map(|i| {
+                let uds = uds.clone();
+                std::thread::spawn(move || {
+                    let (s, line) = connect(&uds, 1234);
+                    assert!(
+                        line.starts_with("OK ") && line.ends_with('\n'),
+                        "stream {i}: got {line:?}"
+                    );
+                    line.trim()[3..]
+                        .parse::<u32>()
+                        .expect("OK carries the host port");
+                    echo_round_trip(s, i as u64);
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().unwrap();
+        }
+        let secs = start.elapsed().as_secs_f64();
+        println!(
+            "host->guest: {HOST_STREAMS} x 1 MiB echoed in {secs:.2} s ({:.1} MiB/s each way)",
+            HOST_STREAMS as f64 / secs
+        );
+
+        // guest -> host: the guest connects to host port 4321 (<uds>_4321).
+        guest_listener.set_nonblocking(true).unwrap();
+        let mut accepted = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while accepted.len() < GUEST_STREAMS {
+            match guest_listener.accept() {
+                Ok((s, _)) => {
+                    s.set_nonblocking(false).unwrap();
+                    accepted.push(s);
+                }
+                Err(_) => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "only {} guest connections arrived",
+                        accepted.len()
+                    );
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+        let workers: Vec<_> = accepted
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| std::thread::spawn(move || echo_round_trip(s, 1000 + i as u64)))
+            .collect();
+        for w in workers {
+            w.join().unwrap();
+        }
+
+        client.request(VmmAction::ShutdownMicroVm).unwrap();
+        assert_eq!(vmm.join().unwrap(), 0);
+        drop(client);
+        drop(guest_listener);
+        assert!(!uds.exists(), "the vsock socket is removed with the VM");
+        let _ = std::fs::remove_file(format!("{}_4321", uds.display()));
+        assert_eq!(resources(), before, "threads/fds left behind");
+    }
+}

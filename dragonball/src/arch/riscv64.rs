@@ -21,6 +21,7 @@ use linux_loader::loader::pe::PE;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 
 use crate::console::Console;
+use crate::device_manager::MmioSlot;
 use crate::memory::GuestMemory;
 use crate::vcpu::{ExitInfo, VcpuSpec};
 use crate::vm::{Machine, MachineInputs, StartError};
@@ -49,6 +50,15 @@ pub struct ArchVm {
 /// Guest RAM base address.
 pub fn memory_base() -> u64 {
     layout::DRAM_BASE
+}
+
+/// Window and interrupt of virtio-mmio slot `index`.
+pub fn virtio_slot(index: u32) -> Option<MmioSlot> {
+    (index < layout::VIRTIO_MMIO_SLOTS).then(|| MmioSlot {
+        base: layout::virtio_mmio_base(index),
+        size: layout::VIRTIO_MMIO_SIZE,
+        irq: layout::VIRTIO_MMIO_IRQ_BASE + index,
+    })
 }
 
 fn kvm_err(step: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> StartError {
@@ -121,7 +131,7 @@ fn load_images(inputs: &MachineInputs<'_>, mem_size: u64) -> Result<Loaded, Star
 }
 
 /// Builds the machine: vCPUs, AIA, console, kernel, initrd, FDT and boot registers.
-pub fn create_machine(inputs: MachineInputs<'_>) -> Result<Machine, StartError> {
+pub fn create_machine(mut inputs: MachineInputs<'_>) -> Result<Machine, StartError> {
     let nr = u32::from(inputs.config.vcpu_count);
     let mem_size = inputs
         .memory
@@ -155,7 +165,7 @@ pub fn create_machine(inputs: MachineInputs<'_>) -> Result<Machine, StartError> 
         other => StartError::Irqchip(other.to_string()),
     })?;
 
-    let mut devices = crate::device_manager::DeviceManager::new();
+    let mut devices = std::mem::take(&mut inputs.devices);
     let serial_irq = Arc::new(KvmIrqLine::new(inputs.vm_fd.clone(), layout::SERIAL_IRQ));
     let serial = Arc::new(SerialDevice::new(
         serial_irq,
@@ -196,7 +206,15 @@ pub fn create_machine(inputs: MachineInputs<'_>) -> Result<Machine, StartError> 
             size: layout::SERIAL_SIZE,
             irq: layout::SERIAL_IRQ,
         }),
-        virtio_devices: Vec::new(),
+        virtio_devices: inputs
+            .virtio_slots
+            .iter()
+            .map(|s| MmioDevice {
+                base: s.base,
+                size: s.size,
+                irq: s.irq,
+            })
+            .collect(),
     })
     .map_err(|e| StartError::Fdt(e.to_string()))?;
     inputs

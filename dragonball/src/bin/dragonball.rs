@@ -2,20 +2,25 @@
 //!
 //! ```text
 //! dragonball --kernel PATH [--initrd PATH] [--cmdline STR] [--vcpus N] [--mem MIB]
-//!            [--console stdout|none|file:PATH] [--check-leaks]
+//!            [--console stdout|none|file:PATH] [--vsock-cid N --vsock-uds PATH]
+//!            [--check-leaks]
 //! ```
 
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use dragonball::{BootSourceConfig, ConsoleConfig, VmConfigInfo, VmmAction, start_vmm_thread};
+use dragonball::{
+    BootSourceConfig, ConsoleConfig, VmConfigInfo, VmmAction, VsockDeviceConfigInfo,
+    start_vmm_thread,
+};
 
 const USAGE: &str = "usage: dragonball --kernel PATH [--initrd PATH] [--cmdline STR] [--vcpus N] \
-[--mem MIB] [--console stdout|none|file:PATH] [--check-leaks]";
+[--mem MIB] [--console stdout|none|file:PATH] [--vsock-cid N --vsock-uds PATH] [--check-leaks]";
 
 struct Args {
     boot: BootSourceConfig,
     config: VmConfigInfo,
+    vsock: Option<VsockDeviceConfigInfo>,
     check_leaks: bool,
 }
 
@@ -25,6 +30,8 @@ fn parse_args() -> Result<Args> {
     let mut cmdline = None;
     let mut config = VmConfigInfo::default();
     let mut check_leaks = false;
+    let mut vsock_cid = None;
+    let mut vsock_uds = None;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || {
@@ -52,6 +59,14 @@ fn parse_args() -> Result<Args> {
                     .parse::<ConsoleConfig>()
                     .map_err(anyhow::Error::msg)?
             }
+            "--vsock-cid" => {
+                let v = value()?;
+                vsock_cid = Some(
+                    v.parse::<u32>()
+                        .with_context(|| format!("--vsock-cid '{v}' is not a number"))?,
+                );
+            }
+            "--vsock-uds" => vsock_uds = Some(std::path::PathBuf::from(value()?)),
             "--check-leaks" => check_leaks = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -61,6 +76,14 @@ fn parse_args() -> Result<Args> {
         }
     }
     let kernel_path = kernel.with_context(|| format!("--kernel is required\n{USAGE}"))?;
+    let vsock = match (vsock_cid, vsock_uds) {
+        (Some(guest_cid), Some(uds_path)) => Some(VsockDeviceConfigInfo {
+            guest_cid,
+            uds_path,
+        }),
+        (None, None) => None,
+        _ => bail!("--vsock-cid and --vsock-uds go together\n{USAGE}"),
+    };
     Ok(Args {
         boot: BootSourceConfig {
             kernel_path,
@@ -68,6 +91,7 @@ fn parse_args() -> Result<Args> {
             boot_args: cmdline,
         },
         config,
+        vsock,
         check_leaks,
     })
 }
@@ -85,6 +109,9 @@ fn run() -> Result<i32> {
     let (client, vmm) = start_vmm_thread().context("starting the VMM thread")?;
     client.request(VmmAction::SetVmConfiguration(args.config))?;
     client.request(VmmAction::ConfigureBootSource(args.boot))?;
+    if let Some(vsock) = args.vsock {
+        client.request(VmmAction::InsertVsockDevice(vsock))?;
+    }
     let boot = Instant::now();
     client.request(VmmAction::StartMicroVm)?;
     let running = boot.elapsed();

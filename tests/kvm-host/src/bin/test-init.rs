@@ -1,12 +1,94 @@
-//! The small static test `/init` for guest initrds: mounts proc/sys/dev, prints a marker
-//! line with its uptime and the online CPUs, and powers the VM off.
+//! The small static test `/init` for guest initrds. It mounts proc/sys/dev, prints a
+//! marker line with its uptime and the online CPUs, then acts on `test_init.mode=` from
+//! the kernel command line:
+//!
+//! - (absent) power the VM off;
+//! - `vsock-echo`: echo every stream accepted on vsock port 1234, and open
+//!   `test_init.connect=N` streams (default 0) to host port 4321 and echo those too;
+//!   runs until the VMM stops the VM.
 
+use std::io::{Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::Path;
 
 use kvm_host::pid1;
+use nix::sys::socket::{
+    AddressFamily, Backlog, SockFlag, SockType, VsockAddr, accept, bind, connect, listen, socket,
+};
 
 /// The marker tests look for on the guest console.
 const MARKER: &str = "KATA-RV-TEST-INIT";
+/// Port the guest echo server listens on.
+const ECHO_PORT: u32 = 1234;
+/// Host port the guest connects to.
+const HOST_PORT: u32 = 4321;
+const HOST_CID: u32 = 2;
+const ANY_CID: u32 = u32::MAX;
+
+fn cmdline_value(key: &str) -> Option<String> {
+    let cmdline = std::fs::read_to_string("/proc/cmdline").ok()?;
+    cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix(key)?.strip_prefix('=').map(str::to_string))
+}
+
+/// Copies everything read back to the same stream until EOF.
+fn echo(fd: OwnedFd) {
+    let mut file = std::fs::File::from(fd);
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if file.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn vsock_echo(connects: usize) -> nix::Result<()> {
+    let server = socket(
+        AddressFamily::Vsock,
+        SockType::Stream,
+        SockFlag::empty(),
+        None,
+    )?;
+    bind(
+        std::os::fd::AsRawFd::as_raw_fd(&server),
+        &VsockAddr::new(ANY_CID, ECHO_PORT),
+    )?;
+    listen(&server, Backlog::new(128)?)?;
+    println!("{MARKER}: vsock echo listening on port {ECHO_PORT}");
+    for i in 0..connects {
+        std::thread::spawn(move || {
+            for _attempt in 0..50 {
+                let Ok(fd) = socket(
+                    AddressFamily::Vsock,
+                    SockType::Stream,
+                    SockFlag::empty(),
+                    None,
+                ) else {
+                    return;
+                };
+                let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+                if connect(raw, &VsockAddr::new(HOST_CID, HOST_PORT)).is_ok() {
+                    println!("{MARKER}: connected to host port {HOST_PORT} ({i})");
+                    return echo(fd);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            println!("{MARKER}: could not connect to host port {HOST_PORT} ({i})");
+        });
+    }
+    loop {
+        let raw = accept(std::os::fd::AsRawFd::as_raw_fd(&server))?;
+        // SAFETY: accept returned a fresh fd that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        std::thread::spawn(move || echo(fd));
+    }
+}
 
 fn main() {
     if let Err(e) = pid1::mount_kernel_filesystems(Path::new("/")) {
@@ -16,5 +98,14 @@ fn main() {
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|e| format!("unknown ({e})"));
     println!("{MARKER}: booted uptime={:.3} cpus={cpus}", pid1::uptime());
+    if cmdline_value("test_init.mode").as_deref() == Some("vsock-echo") {
+        let connects = cmdline_value("test_init.connect")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        if let Err(e) = vsock_echo(connects) {
+            println!("{MARKER}: vsock echo failed: {e}");
+        }
+    }
+    let _ = std::io::stdout().flush();
     pid1::end_vm();
 }

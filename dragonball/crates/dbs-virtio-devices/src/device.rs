@@ -1,0 +1,93 @@
+//! What a virtio device implements, and what it gets when the driver activates it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use dbs_interrupt::InterruptLine;
+use virtio_queue::Queue;
+use vmm_sys_util::eventfd::EventFd;
+
+/// Guest memory as devices see it.
+pub type GuestMemory = Arc<vm_memory::GuestMemoryMmap<()>>;
+
+/// VIRTIO_F_VERSION_1: every device here is a modern (1.0+) device.
+pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
+/// Interrupt status bit: a used buffer was added.
+pub const INT_VRING: u32 = 1;
+/// Interrupt status bit: the configuration changed.
+pub const INT_CONFIG: u32 = 2;
+
+/// The device's interrupt: the status register plus the wired line.
+pub struct VirtioInterrupt {
+    status: AtomicU32,
+    line: Arc<dyn InterruptLine>,
+}
+
+impl VirtioInterrupt {
+    /// An interrupt raised through `line`.
+    pub fn new(line: Arc<dyn InterruptLine>) -> Self {
+        VirtioInterrupt {
+            status: AtomicU32::new(0),
+            line,
+        }
+    }
+
+    /// Tells the driver that used buffers are ready.
+    pub fn signal_used_queue(&self) {
+        self.status.fetch_or(INT_VRING, Ordering::SeqCst);
+        if let Err(e) = self.line.trigger() {
+            log::warn!("virtio: raising the interrupt failed: {e}");
+        }
+    }
+
+    /// The InterruptStatus register.
+    pub fn status(&self) -> u32 {
+        self.status.load(Ordering::SeqCst)
+    }
+
+    /// InterruptACK: clears the acknowledged bits.
+    pub fn ack(&self, bits: u32) {
+        self.status.fetch_and(!bits, Ordering::SeqCst);
+    }
+}
+
+/// What a device gets on DRIVER_OK.
+pub struct ActivateContext {
+    /// Guest memory.
+    pub mem: GuestMemory,
+    /// The queues the driver set up, with their notification eventfds.
+    pub queues: Vec<(Queue, EventFd)>,
+    /// The device interrupt.
+    pub interrupt: Arc<VirtioInterrupt>,
+}
+
+/// Errors from activating a device.
+#[derive(Debug, thiserror::Error)]
+pub enum ActivateError {
+    /// The driver's queue setup cannot be used.
+    #[error("invalid queue configuration: {0}")]
+    BadQueues(String),
+    /// The device's backend failed.
+    #[error("device backend: {0}")]
+    Backend(String),
+}
+
+/// A virtio device behind the MMIO transport.
+pub trait VirtioDevice: Send {
+    /// Virtio device id (19 = vsock).
+    fn device_type(&self) -> u32;
+    /// Max size of each queue.
+    fn queue_max_sizes(&self) -> &[u16];
+    /// Offered feature bits.
+    fn features(&self) -> u64;
+    /// Accepts the driver's features (already masked by the offer).
+    fn ack_features(&mut self, features: u64);
+    /// Reads the device config space at `offset` into `data` (zeros beyond its end).
+    fn read_config(&self, offset: u64, data: &mut [u8]);
+    /// Writes the device config space (ignored by devices with a read-only config).
+    fn write_config(&mut self, offset: u64, data: &[u8]);
+    /// Starts processing queues.
+    fn activate(&mut self, ctx: ActivateContext) -> Result<(), ActivateError>;
+    /// The driver reset the device: stop and drop queue state.
+    fn reset(&mut self);
+}
