@@ -200,6 +200,15 @@ fn lifecycle_pause_resume_shutdown_and_late_config_is_rejected() {
         state(&client),
         VmmData::InstanceState(InstanceState::Running)
     );
+    // The guest has run once it printed its mark.
+    let start = std::time::Instant::now();
+    while std::fs::read_to_string(dir.0.join("console")).unwrap_or_default() != "!" {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the guest never ran"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 
     for late in [
         VmmAction::SetVmConfiguration(cfg),
