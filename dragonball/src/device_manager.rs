@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use dbs_device::DeviceIo;
 use dbs_device::device_manager::IoManager;
 use dbs_device::resources::Resource;
-use dbs_interrupt::KvmIrqLine;
+use dbs_interrupt::InterruptLine;
 use dbs_virtio_devices::mmio::QUEUE_NOTIFY_OFFSET;
 use dbs_virtio_devices::{MmioTransport, VirtioDevice, VirtioInterrupt};
 use event_manager::MutEventSubscriber;
@@ -77,7 +77,7 @@ impl DeviceManager {
     }
 
     /// Puts a virtio device on `slot`: one ioeventfd per queue on QueueNotify (datamatch
-    /// = queue index) and the slot's interrupt line.
+    /// = queue index), interrupting through `line`.
     pub fn add_virtio(
         &mut self,
         name: &str,
@@ -85,6 +85,7 @@ impl DeviceManager {
         mem: &GuestMemory,
         device: Box<dyn VirtioDevice>,
         slot: MmioSlot,
+        line: Arc<dyn InterruptLine>,
     ) -> Result<(), DeviceError> {
         let err = |reason: String| DeviceError::Register {
             name: name.to_string(),
@@ -103,10 +104,7 @@ impl DeviceManager {
             .map_err(|e| err(format!("ioeventfd for queue {queue}: {e}")))?;
             evts.push(evt);
         }
-        let interrupt = Arc::new(VirtioInterrupt::new(Arc::new(KvmIrqLine::new(
-            vm.clone(),
-            slot.irq,
-        ))));
+        let interrupt = Arc::new(VirtioInterrupt::new(line));
         let transport = MmioTransport::new(device, mem.clone(), interrupt, evts).map_err(err)?;
         self.register_mmio(name, Arc::new(transport), slot.base, slot.size)
     }

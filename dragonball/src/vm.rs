@@ -9,9 +9,10 @@ use crate::api::{InstanceState, VmmActionError};
 use crate::arch;
 use crate::config::{BootSourceConfig, MAX_VCPUS, VmConfigInfo, VsockDeviceConfigInfo};
 use crate::console::Console;
-use crate::device_manager::{DeviceManager, MmioSlot, Subscriber};
+use crate::device_manager::{DeviceManager, Subscriber};
 use crate::memory::{self, GuestMemory};
 use crate::vcpu::{ExitInfo, VcpuManager, VcpuSpec, VmExit};
+use dbs_virtio_devices::VirtioDevice;
 
 /// Why StartMicroVm failed.
 #[derive(Debug, thiserror::Error)]
@@ -72,10 +73,10 @@ pub struct MachineInputs<'a> {
     pub memory: &'a GuestMemory,
     /// The console sink.
     pub console: Console,
-    /// The bus, with the virtio devices already on it.
+    /// The (empty) bus the machine fills.
     pub devices: DeviceManager,
-    /// Where those virtio devices sit (for the boot information).
-    pub virtio_slots: Vec<MmioSlot>,
+    /// Virtio devices to place on virtio-mmio slots, in order.
+    pub virtio_devices: Vec<(&'static str, Box<dyn VirtioDevice>)>,
 }
 
 /// What an arch's `create_machine` builds.
@@ -254,22 +255,16 @@ impl Vm {
         let memory = memory::create(&vm_fd, arch::memory_base(), size)?;
         let console =
             Console::open(&self.config.console).map_err(|e| StartError::Console(e.to_string()))?;
-        let mut devices = DeviceManager::new();
-        let mut virtio_slots = Vec::new();
+        let mut virtio_devices: Vec<(&'static str, Box<dyn VirtioDevice>)> = Vec::new();
         let mut subscribers: Vec<Subscriber> = Vec::new();
         if let Some(vsock) = &self.vsock {
-            let slot = arch::virtio_slot(virtio_slots.len() as u32)
-                .ok_or_else(|| StartError::Devices("no free virtio-mmio slot".into()))?;
             let config = dbs_virtio_devices::vsock::VsockConfig {
                 guest_cid: u64::from(vsock.guest_cid),
                 uds_path: vsock.uds_path.clone(),
             };
             let (device, muxer) = dbs_virtio_devices::vsock::VsockDevice::new(&config)
                 .map_err(|e| StartError::Devices(e.to_string()))?;
-            devices
-                .add_virtio("vsock", &vm_fd, &memory, Box::new(device), slot)
-                .map_err(|e| StartError::Devices(e.to_string()))?;
-            virtio_slots.push(slot);
+            virtio_devices.push(("vsock", Box::new(device)));
             subscribers.push(muxer);
         }
         let machine = arch::create_machine(MachineInputs {
@@ -279,8 +274,8 @@ impl Vm {
             boot,
             memory: &memory,
             console,
-            devices,
-            virtio_slots,
+            devices: DeviceManager::new(),
+            virtio_devices,
         })?;
         let vcpus = VcpuManager::start(machine.vcpus, machine.devices.into_bus(), exit)
             .map_err(|e| StartError::Kvm(format!("starting vCPU threads: {e}")))?;

@@ -1,10 +1,12 @@
 //! riscv64 machine: DRAM at 0x8000_0000, kernel `Image` 2 MiB above it, FDT at the base,
-//! initrd at the top; in-kernel AIA (IMSIC + APLIC), wired sources raised with
-//! KVM_IRQ_LINE; 16550 console on MMIO;
+//! initrd at the top; in-kernel AIA (IMSIC + APLIC) with wired sources raised by
+//! KVM_IRQ_LINE, or a userspace PLIC driving KVM_INTERRUPT when the host has no AIA;
+//! 16550 console on MMIO; virtio-mmio devices;
 //! SBI console and system reset handled from vCPU exits.
 
 use std::fs::File;
 use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 
 use dbs_arch::riscv64::aia::{Aia, AiaConfig, AiaError};
@@ -13,7 +15,8 @@ use dbs_arch::riscv64::vcpu as rv;
 use dbs_boot::riscv64::fdt::{self, FdtConfig, IrqChip, MmioDevice};
 use dbs_boot::riscv64::{image, layout};
 use dbs_device::device_manager::IoManager;
-use dbs_interrupt::KvmIrqLine;
+use dbs_interrupt::plic::{HartInterrupt, Plic, PlicLine};
+use dbs_interrupt::{InterruptLine, KvmIrqLine};
 use dbs_legacy_devices::SerialDevice;
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use linux_loader::loader::KernelLoader;
@@ -44,7 +47,99 @@ pub struct VcpuState {
 
 /// Per-VM arch state that must live as long as the VM.
 pub struct ArchVm {
-    _aia: Aia,
+    _irqchip: Irqchip,
+}
+
+/// The guest's interrupt controller: KVM's AIA when the host has it, else our PLIC.
+enum Irqchip {
+    Aia(Aia),
+    Plic(Arc<Plic>),
+}
+
+vmm_sys_util::ioctl_iow_nr!(
+    KVM_INTERRUPT,
+    kvm_bindings::KVMIO,
+    0x86,
+    kvm_bindings::kvm_interrupt
+);
+
+/// Drives each hart's supervisor external interrupt with KVM_INTERRUPT (an ioctl any
+/// thread may issue while the vCPU runs).
+struct KvmHartInterrupt {
+    vcpus: Vec<OwnedFd>,
+}
+
+impl HartInterrupt for KvmHartInterrupt {
+    fn set(&self, hart: usize, asserted: bool) -> std::io::Result<()> {
+        let fd = self
+            .vcpus
+            .get(hart)
+            .ok_or_else(|| std::io::Error::other(format!("no hart {hart}")))?;
+        let irq = kvm_bindings::kvm_interrupt {
+            irq: if asserted {
+                kvm_bindings::KVM_INTERRUPT_SET
+            } else {
+                kvm_bindings::KVM_INTERRUPT_UNSET
+            } as u32,
+        };
+        // SAFETY: KVM_INTERRUPT reads one kvm_interrupt from a live reference; the fd is
+        // a vCPU fd we own (a dup).
+        let ret = unsafe { vmm_sys_util::ioctl::ioctl_with_ref(fd, KVM_INTERRUPT(), &irq) };
+        if ret < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl Irqchip {
+    fn create(
+        vm: &Arc<kvm_ioctls::VmFd>,
+        vcpus: &[VcpuFd],
+        harts: u32,
+    ) -> Result<Irqchip, StartError> {
+        let config = AiaConfig {
+            harts,
+            sources: layout::IRQ_SOURCES,
+            aplic_addr: layout::APLIC_BASE,
+            imsic_base: layout::IMSIC_BASE,
+            imsic_stride: layout::IMSIC_STRIDE,
+        };
+        match Aia::create(vm, &config) {
+            Ok(aia) => Ok(Irqchip::Aia(aia)),
+            Err(AiaError::Unavailable(e)) => {
+                log::info!("riscv64: no in-kernel AIA ({e}); using the userspace PLIC");
+                let mut fds = Vec::new();
+                for vcpu in vcpus {
+                    // SAFETY: dup of a valid vCPU fd; the result is checked and owned.
+                    let raw = unsafe { libc::dup(vcpu.as_raw_fd()) };
+                    if raw < 0 {
+                        return Err(StartError::Irqchip(format!(
+                            "dup of a vCPU fd: {}",
+                            std::io::Error::last_os_error()
+                        )));
+                    }
+                    // SAFETY: `raw` is a fresh fd nothing else owns.
+                    fds.push(unsafe { OwnedFd::from_raw_fd(raw) });
+                }
+                let plic = Plic::new(
+                    layout::IRQ_SOURCES as usize + 1,
+                    harts as usize,
+                    Box::new(KvmHartInterrupt { vcpus: fds }),
+                );
+                Ok(Irqchip::Plic(Arc::new(plic)))
+            }
+            Err(other) => Err(StartError::Irqchip(other.to_string())),
+        }
+    }
+
+    fn line(&self, vm: &Arc<kvm_ioctls::VmFd>, source: u32) -> Arc<dyn InterruptLine> {
+        match self {
+            Irqchip::Aia(_) => Arc::new(KvmIrqLine::new(vm.clone(), source)),
+            Irqchip::Plic(plic) => Arc::new(PlicLine::new(plic.clone(), source)),
+        }
+    }
 }
 
 /// Guest RAM base address.
@@ -148,25 +243,14 @@ pub fn create_machine(mut inputs: MachineInputs<'_>) -> Result<Machine, StartErr
         );
     }
 
-    let aia = Aia::create(
-        inputs.vm_fd,
-        &AiaConfig {
-            harts: nr,
-            sources: layout::IRQ_SOURCES,
-            aplic_addr: layout::APLIC_BASE,
-            imsic_base: layout::IMSIC_BASE,
-            imsic_stride: layout::IMSIC_STRIDE,
-        },
-    )
-    .map_err(|e| match e {
-        AiaError::Unavailable(_) => StartError::Unsupported(format!(
-            "{e}; the userspace PLIC fallback is not implemented yet"
-        )),
-        other => StartError::Irqchip(other.to_string()),
-    })?;
-
+    let irqchip = Irqchip::create(inputs.vm_fd, &fds, nr)?;
     let mut devices = std::mem::take(&mut inputs.devices);
-    let serial_irq = Arc::new(KvmIrqLine::new(inputs.vm_fd.clone(), layout::SERIAL_IRQ));
+    if let Irqchip::Plic(plic) = &irqchip {
+        devices
+            .register_mmio("plic", plic.clone(), layout::PLIC_BASE, layout::PLIC_SIZE)
+            .map_err(|e| StartError::Devices(e.to_string()))?;
+    }
+    let serial_irq = irqchip.line(inputs.vm_fd, layout::SERIAL_IRQ);
     let serial = Arc::new(SerialDevice::new(
         serial_irq,
         Box::new(inputs.console.clone()),
@@ -174,10 +258,24 @@ pub fn create_machine(mut inputs: MachineInputs<'_>) -> Result<Machine, StartErr
     devices
         .register_mmio("serial", serial, layout::SERIAL_BASE, layout::SERIAL_SIZE)
         .map_err(|e| StartError::Devices(e.to_string()))?;
+    let mut virtio_slots = Vec::new();
+    for (index, (name, device)) in std::mem::take(&mut inputs.virtio_devices)
+        .into_iter()
+        .enumerate()
+    {
+        let slot = virtio_slot(index as u32)
+            .ok_or_else(|| StartError::Devices(format!("no free virtio-mmio slot for {name}")))?;
+        let line = irqchip.line(inputs.vm_fd, slot.irq);
+        devices
+            .add_virtio(name, inputs.vm_fd, inputs.memory, device, slot, line)
+            .map_err(|e| StartError::Devices(e.to_string()))?;
+        virtio_slots.push(slot);
+    }
 
     let loaded = load_images(&inputs, mem_size)?;
 
-    let isa = rv::discover_isa(&fds[0], true).map_err(|e| StartError::Kvm(e.to_string()))?;
+    let with_aia = matches!(irqchip, Irqchip::Aia(_));
+    let isa = rv::discover_isa(&fds[0], with_aia).map_err(|e| StartError::Kvm(e.to_string()))?;
     let timebase = rv::timer_frequency(&fds[0]).map_err(|e| StartError::Kvm(e.to_string()))?;
     let cmdline = inputs
         .boot
@@ -197,17 +295,21 @@ pub fn create_machine(mut inputs: MachineInputs<'_>) -> Result<Machine, StartErr
         memory: (layout::DRAM_BASE, mem_size),
         cmdline,
         initrd: loaded.initrd,
-        irqchip: IrqChip::Aia {
-            num_ids: aia.num_ids,
-            num_sources: layout::IRQ_SOURCES,
+        irqchip: match &irqchip {
+            Irqchip::Aia(aia) => IrqChip::Aia {
+                num_ids: aia.num_ids,
+                num_sources: layout::IRQ_SOURCES,
+            },
+            Irqchip::Plic(_) => IrqChip::Plic {
+                ndev: layout::IRQ_SOURCES,
+            },
         },
         serial: Some(MmioDevice {
             base: layout::SERIAL_BASE,
             size: layout::SERIAL_SIZE,
             irq: layout::SERIAL_IRQ,
         }),
-        virtio_devices: inputs
-            .virtio_slots
+        virtio_devices: virtio_slots
             .iter()
             .map(|s| MmioDevice {
                 base: s.base,
@@ -239,7 +341,7 @@ pub fn create_machine(mut inputs: MachineInputs<'_>) -> Result<Machine, StartErr
     Ok(Machine {
         vcpus,
         devices,
-        arch: ArchVm { _aia: aia },
+        arch: ArchVm { _irqchip: irqchip },
     })
 }
 

@@ -25,11 +25,6 @@ pub fn memory_base() -> u64 {
     0
 }
 
-/// Window and interrupt of virtio-mmio slot `index` (none until x86_64 lands).
-pub fn virtio_slot(_index: u32) -> Option<crate::device_manager::MmioSlot> {
-    None
-}
-
 /// Builds the machine.
 pub fn create_machine(_inputs: MachineInputs<'_>) -> Result<Machine, StartError> {
     Err(StartError::Unsupported(

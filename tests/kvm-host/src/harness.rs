@@ -59,6 +59,9 @@ pub struct Invocation {
     pub echo: bool,
     /// Force a mode instead of detecting it.
     pub mode: Option<Mode>,
+    /// riscv64 L1 with the AIA (in-kernel irqchip for L2); `false` gives L1 a PLIC, so
+    /// its KVM has no irqchip (to exercise userspace interrupt controllers).
+    pub riscv_aia: bool,
 }
 
 /// What came out of a run.
@@ -146,6 +149,7 @@ impl Invocation {
             cpus: 2,
             echo: false,
             mode: None,
+            riscv_aia: true,
         }
     }
 }
@@ -399,7 +403,12 @@ fn qemu_command(inv: &Invocation, l1: &artifacts::L1Artifacts, initrd: &Path) ->
     match inv.arch {
         Arch::Riscv64 => {
             cmd = Command::new("qemu-system-riscv64");
-            cmd.args(["-M", "virt,aia=aplic-imsic,aia-guests=3", "-cpu", "rv64"])
+            let machine = if inv.riscv_aia {
+                "virt,aia=aplic-imsic,aia-guests=3"
+            } else {
+                "virt"
+            };
+            cmd.args(["-M", machine, "-cpu", "rv64"])
                 .args(["-smp", &inv.cpus.max(1).to_string(), "-m", &mem])
                 .args(["-bios", "default"])
                 .arg("-append")

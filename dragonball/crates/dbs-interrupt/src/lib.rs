@@ -3,7 +3,10 @@
 //! A device raises its interrupt through an [`InterruptLine`]. With an in-kernel irqchip
 //! the line is a [`KvmIrqLine`]: an edge, raised and lowered with KVM_IRQ_LINE. (An irqfd
 //! is not used for wired lines on riscv64: KVM's irqfd path only ever *raises* an APLIC
-//! input, so a level source would storm and an edge source would fire once.)
+//! input, so a level source would storm and an edge source would fire once.) Without an
+//! in-kernel irqchip, lines go to the userspace [`plic::Plic`].
+
+pub mod plic;
 
 use std::io;
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! kvm-host --arch riscv64|x86_64 [--timeout SECS] [--mode native|emulated]
-//!          [--share DIR[:ro]]... [--verbose] -- COMMAND...
+//!          [--share DIR[:ro]]... [--no-aia] [--verbose] -- COMMAND...
 //! ```
 
 use std::time::Duration;
@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use kvm_host::{Arch, Invocation, Mode, Share, harness};
 
 const USAGE: &str = "usage: kvm-host --arch riscv64|x86_64 [--timeout SECS] \
-[--mode native|emulated] [--share DIR[:ro]]... [--verbose] -- COMMAND...";
+[--mode native|emulated] [--share DIR[:ro]]... [--no-aia] [--verbose] -- COMMAND...";
 
 fn main() {
     if let Err(e) = run() {
@@ -26,6 +26,7 @@ fn run() -> Result<()> {
     let mut mode = None;
     let mut shares = Vec::new();
     let mut verbose = false;
+    let mut riscv_aia = true;
     let mut args = std::env::args().skip(1);
     let mut command = Vec::new();
     while let Some(a) = args.next() {
@@ -60,6 +61,7 @@ fn run() -> Result<()> {
                 shares.push(Share { path, read_only });
             }
             "--verbose" | "-v" => verbose = true,
+            "--no-aia" => riscv_aia = false,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(());
@@ -79,11 +81,17 @@ fn run() -> Result<()> {
     inv.shares.extend(shares);
     inv.echo = true;
     inv.mode = mode;
+    inv.riscv_aia = riscv_aia;
     inv.cwd = std::env::current_dir().ok();
     if let Some(t) = timeout {
         inv.timeout = t;
     }
-    for key in ["KATA_TEST_REQUIRE_KVM", "RUST_LOG", "RUST_BACKTRACE"] {
+    for key in [
+        "KATA_TEST_REQUIRE_KVM",
+        "KATA_RV_EXPECT_IRQCHIP",
+        "RUST_LOG",
+        "RUST_BACKTRACE",
+    ] {
         if let Ok(v) = std::env::var(key) {
             inv.env.push((key.into(), v));
         }

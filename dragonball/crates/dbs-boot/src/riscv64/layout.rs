@@ -28,7 +28,8 @@ pub const APLIC_BASE: u64 = 0x0c00_0000;
 pub const APLIC_SIZE: u64 = 0x4000;
 /// Userspace PLIC base (fallback when the host has no AIA).
 pub const PLIC_BASE: u64 = 0x0c00_0000;
-/// PLIC register window: 0x20_0000 + 0x1000 per context, for up to 256 harts.
+/// PLIC register window: 0x20_0000 + 0x1000 per context (2 per hart), far more than
+/// the harts we allow; it ends where the UART begins.
 pub const PLIC_SIZE: u64 = 0x0400_0000;
 /// IMSIC pages; aligned to 2^(hart_bits + 12) for up to 2^12 harts.
 pub const IMSIC_BASE: u64 = 0x2800_0000;
