@@ -23,7 +23,7 @@ $(error ARCH=$(ARCH) is not supported: use riscv64 or x86_64)
 endif
 
 .PHONY: help setup build host static kernel busybox initrd pause images kvm-artifacts kvm-host \
-        vm-tests vm-suite \
+        vm-tests vm-suite bench \
         lint test test-riscv64 clean
 
 help:
@@ -33,6 +33,7 @@ help:
 	@echo "make initrd ARCH=a         test initrd (static test init as /init)"
 	@echo "make images                OCI image tarballs: busybox + pause, both arches"
 	@echo "make kvm-host ARCH=a CMD=c run CMD inside the KVM test host of ARCH"
+	@echo "make bench BENCH=boot      boot benchmark (riscv64, inside the KVM test host)"
 	@echo "make test                  the whole test suite (what CI runs)"
 	@echo "make test-riscv64          the riscv64 KVM-host suites alone"
 	@echo "make clean                 remove build outputs (keeps the cache)"
@@ -106,6 +107,14 @@ vm-suite: kvm-artifacts initrd vm-tests
 	  echo "==== riscv64 again, L1 without AIA: the userspace PLIC fallback"; \
 	  KATA_RV_EXPECT_IRQCHIP=plic $(TARGET_DIR)/release/kvm-host --arch $(ARCH) --no-aia \
 	    --timeout 1200 -- '$(VM_SUITE_CMD)'; fi
+
+# Benchmarks print figures (and ratios against a baseline where one exists); BENCH=boot.
+BENCH ?= boot
+bench: kvm-artifacts initrd
+	$(CARGO) build --release --target $(static_target_riscv64) -p kata-rv-bench --bin boot-bench
+	cp -f $(TARGET_DIR)/$(static_target_riscv64)/release/boot-bench $(OUT)/riscv64/boot-bench
+	$(CARGO) build --release -p kvm-host --bin kvm-host
+	bench/$(BENCH).sh
 
 kvm-host: kvm-artifacts
 	$(CARGO) build --release -p kvm-host --bin kvm-host

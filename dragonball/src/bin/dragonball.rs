@@ -103,9 +103,9 @@ fn resources() -> (usize, usize) {
 }
 
 fn run() -> Result<i32> {
+    let start = Instant::now();
     let args = parse_args()?;
     let before = resources();
-    let start = Instant::now();
     let (client, vmm) = start_vmm_thread().context("starting the VMM thread")?;
     client.request(VmmAction::SetVmConfiguration(args.config))?;
     client.request(VmmAction::ConfigureBootSource(args.boot))?;
@@ -113,6 +113,7 @@ fn run() -> Result<i32> {
         client.request(VmmAction::InsertVsockDevice(vsock))?;
     }
     let boot = Instant::now();
+    let start_requested = start.elapsed();
     client.request(VmmAction::StartMicroVm)?;
     let running = boot.elapsed();
     let code = vmm
@@ -123,6 +124,13 @@ fn run() -> Result<i32> {
         "dragonball: guest exited with {code} after {:.3} s (StartMicroVm took {:.3} s)",
         start.elapsed().as_secs_f64(),
         running.as_secs_f64()
+    );
+    // Machine-readable timings (ms since process start) for bench/.
+    eprintln!(
+        "dragonball: timing start_requested_ms={:.3} running_ms={:.3} exited_ms={:.3}",
+        start_requested.as_secs_f64() * 1e3,
+        (start_requested + running).as_secs_f64() * 1e3,
+        start.elapsed().as_secs_f64() * 1e3
     );
     if args.check_leaks {
         let after = resources();

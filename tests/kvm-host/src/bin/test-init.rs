@@ -3,6 +3,7 @@
 //! the kernel command line:
 //!
 //! - (absent) power the VM off;
+//! - `sleep`: stay up until the VMM stops the VM (for measurements);
 //! - `vsock-echo`: echo every stream accepted on vsock port 1234, and open
 //!   `test_init.connect=N` streams (default 0) to host port 4321 and echo those too;
 //!   runs until the VMM stops the VM.
@@ -98,7 +99,13 @@ fn main() {
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|e| format!("unknown ({e})"));
     println!("{MARKER}: booted uptime={:.3} cpus={cpus}", pid1::uptime());
-    if cmdline_value("test_init.mode").as_deref() == Some("vsock-echo") {
+    let mode = cmdline_value("test_init.mode");
+    if mode.as_deref() == Some("sleep") {
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
+    }
+    if mode.as_deref() == Some("vsock-echo") {
         let connects = cmdline_value("test_init.connect")
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
