@@ -483,3 +483,160 @@ mod vsock {
         assert_eq!(resources(), before, "threads/fds left behind");
     }
 }
+
+mod hostile_virtio {
+    use super::*;
+    use dragonball::VsockDeviceConfigInfo;
+    use support::rv_guest::{T0, T1, T3};
+
+    const BASE: u32 = 0x1000_1000; // virtio-mmio slot 0: the vsock device
+    const LOAD: u64 = Program::LOAD_ADDR;
+
+    /// Guest-physical address of data offset `off`.
+    fn gpa(off: usize) -> u64 {
+        LOAD + (DATA_OFFSET + off) as u64
+    }
+
+    fn desc(table: &mut [u8], i: usize, addr: u64, len: u32, flags: u16, next: u16) {
+        let d = &mut table[i * 16..i * 16 + 16];
+        d[0..8].copy_from_slice(&addr.to_le_bytes());
+        d[8..12].copy_from_slice(&len.to_le_bytes());
+        d[12..14].copy_from_slice(&flags.to_le_bytes());
+        d[14..16].copy_from_slice(&next.to_le_bytes());
+    }
+
+    fn avail(ring: &mut [u8], heads: &[u16]) {
+        ring[2..4].copy_from_slice(&(heads.len() as u16).to_le_bytes());
+        for (i, h) in heads.iter().enumerate() {
+            ring[4 + 2 * i..6 + 2 * i].copy_from_slice(&h.to_le_bytes());
+        }
+    }
+
+    /// Queue tables: per queue q, desc at 0x1000*(q+1), avail +0x400, used +0x800; packets
+    /// at 0x4000..
+    fn tables() -> Vec<u8> {
+        let mut d = vec![0u8; 0x5000];
+        let hdr = |src_cid: u64, len: u32, op: u16| {
+            let mut h = [0u8; 44];
+            h[0..8].copy_from_slice(&src_cid.to_le_bytes());
+            h[8..16].copy_from_slice(&2u64.to_le_bytes());
+            h[16..20].copy_from_slice(&5u32.to_le_bytes());
+            h[20..24].copy_from_slice(&6u32.to_le_bytes());
+            h[24..28].copy_from_slice(&len.to_le_bytes());
+            h[28..30].copy_from_slice(&1u16.to_le_bytes());
+            h[30..32].copy_from_slice(&op.to_le_bytes());
+            h
+        };
+        d[0x4000..0x402c].copy_from_slice(&hdr(3, u32::MAX, 5)); // RW claiming 4 GiB
+        d[0x4100..0x412c].copy_from_slice(&hdr(99, 0, 1)); // REQUEST from a forged CID
+        const NEXT: u16 = 1;
+        const WRITE: u16 = 2;
+        // RX (queue 0): outside RAM, too small, then a usable buffer.
+        let (rx, rest) = d.split_at_mut(0x1000);
+        let _ = rx;
+        desc(&mut rest[0..], 0, 0x10, 4096, WRITE, 0);
+        desc(&mut rest[0..], 1, gpa(0x4800), 8, WRITE, 0);
+        desc(&mut rest[0..], 2, gpa(0x4c00), 1024, WRITE, 0);
+        avail(&mut rest[0x400..], &[0, 1, 2]);
+        // TX (queue 1): hostile chains, then a head index past the queue.
+        let tx = &mut d[0x2000..];
+        desc(tx, 0, 0xffff_ffff_ffff_0000, u32::MAX, 0, 0);
+        desc(tx, 1, gpa(0x4000), 16, 0, 0);
+        desc(tx, 2, gpa(0x4000), 44, NEXT, 2);
+        desc(tx, 3, gpa(0x4000), 44, 0, 0);
+        desc(tx, 4, gpa(0x4100), 44, 0, 0);
+        avail(&mut tx[0x400..], &[0, 1, 2, 3, 4, 200]);
+        d
+    }
+
+    fn setup_queue(p: &mut Program, q: u32) {
+        let table = 0x1000 * (q as usize + 1);
+        p.li(T1, q).sw(T1, T0, 0x30); // QueueSel
+        p.li(T1, 16).sw(T1, T0, 0x38); // QueueNum
+        for (reg, off) in [(0x80, 0), (0x90, 0x400), (0xa0, 0x800)] {
+            p.li(T1, gpa(table + off) as u32).sw(T1, T0, reg);
+            p.li(T1, 0).sw(T1, T0, reg + 4);
+        }
+        p.li(T1, 1).sw(T1, T0, 0x44); // QueueReady
+    }
+
+    #[test]
+    fn garbage_registers_and_descriptors_never_hurt_the_vmm() {
+        if !kvm_or_skip("garbage_registers_and_descriptors_never_hurt_the_vmm") {
+            return;
+        }
+        let dir = Scratch::new("hostile-virtio");
+        let mut p = Program::new();
+        p.li(T0, BASE);
+        // Phase 1: garbage register traffic.
+        p.li(T1, 0xffff_ffff);
+        for off in [
+            0x14, 0x24, 0x30, 0x38, 0x44, 0x80, 0x84, 0x50, 0x64, 0x100, 0x1fc, 0xffc,
+        ] {
+            p.sw(T1, T0, off);
+        }
+        p.sb(T1, T0, 0x70); // a narrow status write is ignored
+        // DRIVER_OK without any ready queue: DEVICE_NEEDS_RESET ('B').
+        p.li(T1, 0xf)
+            .sw(T1, T0, 0x70)
+            .lw(T1, T0, 0x70)
+            .extract(T1, T1, 6, 1)
+            .report_reg(T1);
+        // Reset ('A': status 0).
+        p.li(T1, 0).sw(T1, T0, 0x70).lw(T1, T0, 0x70).report_reg(T1);
+        // Phase 2: a proper handshake over hostile queue contents.
+        p.li(T1, 1).sw(T1, T0, 0x70);
+        p.li(T1, 3).sw(T1, T0, 0x70);
+        p.li(T1, 1).sw(T1, T0, 0x24).sw(T1, T0, 0x20); // VIRTIO_F_VERSION_1
+        p.li(T1, 0xb).sw(T1, T0, 0x70);
+        for q in 0..3 {
+            setup_queue(&mut p, q);
+        }
+        p.li(T1, 0xf)
+            .sw(T1, T0, 0x70)
+            .lw(T1, T0, 0x70)
+            .extract(T1, T1, 6, 1)
+            .report_reg(T1);
+        // Notify TX then RX.
+        p.li(T1, 1).sw(T1, T0, 0x50);
+        p.li(T1, 0).sw(T1, T0, 0x50);
+        // TX: five chains consumed, the head past the queue stops the device ('F').
+        p.la_image(T3, DATA_OFFSET + 0x2800)
+            .wait_u16(T3, 2, 5)
+            .report_reg(T1);
+        // RX: the unusable buffers come back empty and the RST to the forged CID lands
+        // in the good one ('D': 3 used).
+        p.la_image(T3, DATA_OFFSET + 0x1800)
+            .wait_u16(T3, 2, 3)
+            .report_reg(T1);
+        p.putchar(b'\n').shutdown().spin();
+        p.data(&tables());
+        let kernel = dir.0.join("Image");
+        std::fs::write(&kernel, p.image()).unwrap();
+        let console = dir.0.join("console");
+        let (client, vmm) = start_vmm_thread().unwrap();
+        client
+            .request(VmmAction::SetVmConfiguration(config(1, 64, &console)))
+            .unwrap();
+        client
+            .request(VmmAction::ConfigureBootSource(BootSourceConfig {
+                kernel_path: kernel,
+                initrd_path: None,
+                boot_args: None,
+            }))
+            .unwrap();
+        client
+            .request(VmmAction::InsertVsockDevice(VsockDeviceConfigInfo {
+                guest_cid: 3,
+                uds_path: dir.0.join("v.sock"),
+            }))
+            .unwrap();
+        client.request(VmmAction::StartMicroVm).unwrap();
+        assert_eq!(
+            vmm.join().unwrap(),
+            0,
+            "the VMM survived and the guest shut down"
+        );
+        assert_eq!(std::fs::read_to_string(&console).unwrap(), "BAAFD\n");
+    }
+}

@@ -10,6 +10,11 @@ pub const A1: u32 = 11;
 pub const A2: u32 = 12;
 pub const A6: u32 = 16;
 pub const A7: u32 = 17;
+pub const T0: u32 = 5;
+pub const T1: u32 = 6;
+pub const T2: u32 = 7;
+pub const T3: u32 = 28;
+pub const T4: u32 = 29;
 
 /// Image header size; code starts right after it.
 const HEADER: usize = 64;
@@ -26,6 +31,32 @@ fn lui(rd: u32, imm20: u32) -> u32 {
 
 fn auipc(rd: u32, imm20: u32) -> u32 {
     ((imm20 & 0xf_ffff) << 12) | (rd << 7) | 0x17
+}
+
+fn store(width: u32, rs2: u32, rs1: u32, imm: i32) -> u32 {
+    let imm = imm as u32;
+    ((imm >> 5 & 0x7f) << 25)
+        | (rs2 << 20)
+        | (rs1 << 15)
+        | (width << 12)
+        | ((imm & 0x1f) << 7)
+        | 0x23
+}
+
+fn load(width: u32, rd: u32, rs1: u32, imm: i32) -> u32 {
+    (((imm as u32) & 0xfff) << 20) | (rs1 << 15) | (width << 12) | (rd << 7) | 0x03
+}
+
+fn branch(funct3: u32, rs1: u32, rs2: u32, offset: i32) -> u32 {
+    let i = offset as u32;
+    ((i >> 12 & 1) << 31)
+        | ((i >> 5 & 0x3f) << 25)
+        | (rs2 << 20)
+        | (rs1 << 15)
+        | (funct3 << 12)
+        | ((i >> 1 & 0xf) << 8)
+        | ((i >> 11 & 1) << 7)
+        | 0x63
 }
 
 const ECALL: u32 = 0x0000_0073;
@@ -124,11 +155,73 @@ impl Program {
         self.ecall(0x5352_5354, 0)
     }
 
+    /// sw rs2, imm(rs1).
+    pub fn sw(&mut self, rs2: u32, rs1: u32, imm: i32) -> &mut Self {
+        self.code.push(store(2, rs2, rs1, imm));
+        self
+    }
+
+    /// sb rs2, imm(rs1).
+    pub fn sb(&mut self, rs2: u32, rs1: u32, imm: i32) -> &mut Self {
+        self.code.push(store(0, rs2, rs1, imm));
+        self
+    }
+
+    /// lw rd, imm(rs1).
+    pub fn lw(&mut self, rd: u32, rs1: u32, imm: i32) -> &mut Self {
+        self.code.push(load(2, rd, rs1, imm));
+        self
+    }
+
+    /// lhu rd, imm(rs1).
+    pub fn lhu(&mut self, rd: u32, rs1: u32, imm: i32) -> &mut Self {
+        self.code.push(load(5, rd, rs1, imm));
+        self
+    }
+
+    /// rd = rs1 + imm.
+    pub fn addi(&mut self, rd: u32, rs1: u32, imm: i32) -> &mut Self {
+        self.code.push(addi(rd, rs1, imm));
+        self
+    }
+
+    /// rd = (rs1 >> shamt) & mask (mask < 2048).
+    pub fn extract(&mut self, rd: u32, rs1: u32, shamt: u32, mask: i32) -> &mut Self {
+        self.code
+            .push((shamt << 20) | (rs1 << 15) | (5 << 12) | (rd << 7) | 0x13); // srli
+        self.code
+            .push((((mask as u32) & 0xfff) << 20) | (rd << 15) | (7 << 12) | (rd << 7) | 0x13); // andi
+        self
+    }
+
+    /// Waits until the u16 at `addr_reg + offset` equals `expected` or a spin budget runs
+    /// out; leaves the last value read in `T1`.
+    pub fn wait_u16(&mut self, addr_reg: u32, offset: i32, expected: i32) -> &mut Self {
+        self.li(T2, 200_000_000);
+        self.code.push(load(5, T1, addr_reg, offset)); // loop: lhu t1
+        self.code.push(addi(T4, T1, -expected));
+        self.code.push(branch(0, T4, ZERO, 12)); // beq t4, zero, done
+        self.code.push(addi(T2, T2, -1));
+        self.code.push(branch(1, T2, ZERO, -16)); // bne t2, zero, loop
+        self
+    }
+
+    /// Prints 'A' + the value in `reg` as one character.
+    pub fn report_reg(&mut self, reg: u32) -> &mut Self {
+        self.code.push(addi(A0, reg, i32::from(b'A')));
+        self.li(A7, 1);
+        self.code.push(ECALL);
+        self
+    }
+
     /// Loops forever.
     pub fn spin(&mut self) -> &mut Self {
         self.code.push(SPIN);
         self
     }
+
+    /// Address where the image is loaded (DRAM base + 2 MiB).
+    pub const LOAD_ADDR: u64 = 0x8020_0000;
 
     /// Bytes placed at [`DATA_OFFSET`].
     pub fn data(&mut self, bytes: &[u8]) -> &mut Self {
