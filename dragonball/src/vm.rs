@@ -253,10 +253,10 @@ impl Vm {
         );
         let size = self.config.mem_size_mib as u64 * (1 << 20);
         let memory = memory::create(&vm_fd, arch::memory_base(), size)?;
-        let console =
+        let (console, console_socket) =
             Console::open(&self.config.console).map_err(|e| StartError::Console(e.to_string()))?;
         let mut virtio_devices: Vec<(&'static str, Box<dyn VirtioDevice>)> = Vec::new();
-        let mut subscribers: Vec<Subscriber> = Vec::new();
+        let mut subscribers: Vec<Subscriber> = console_socket.into_iter().collect();
         if let Some(vsock) = &self.vsock {
             let config = dbs_virtio_devices::vsock::VsockConfig {
                 guest_cid: u64::from(vsock.guest_cid),

@@ -640,3 +640,52 @@ mod hostile_virtio {
         assert_eq!(std::fs::read_to_string(&console).unwrap(), "BAAFD\n");
     }
 }
+
+#[test]
+fn console_socket_streams_the_guest_console() {
+    use std::io::Read;
+    if !kvm_or_skip("console_socket_streams_the_guest_console") {
+        return;
+    }
+    let dir = Scratch::new("console-socket");
+    let sock = dir.0.join("console.sock");
+    let before = resources();
+    let (client, vmm) = start_vmm_thread().unwrap();
+    let mut cfg = config(1, 128, &dir.0.join("unused"));
+    cfg.console = ConsoleConfig::Socket(sock.clone());
+    client.request(VmmAction::SetVmConfiguration(cfg)).unwrap();
+    client
+        .request(VmmAction::ConfigureBootSource(test_initrd_boot(
+            "console=ttyS0 panic=-1 test_init.mode=sleep",
+        )))
+        .unwrap();
+    client.request(VmmAction::StartMicroVm).unwrap();
+    let mut stream = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("KATA-RV-TEST-INIT: booted") {
+        let n = stream
+            .read(&mut buf)
+            .expect("console output before the timeout");
+        assert!(
+            n > 0,
+            "console closed early:\n{}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+    client.request(VmmAction::ShutdownMicroVm).unwrap();
+    assert_eq!(vmm.join().unwrap(), 0);
+    drop(client);
+    // The VMM closed its end: the client reads to EOF, and the socket file is gone.
+    let mut rest = Vec::new();
+    stream
+        .read_to_end(&mut rest)
+        .expect("EOF after the VM stopped");
+    drop(stream);
+    assert!(!sock.exists());
+    assert_eq!(resources(), before, "threads/fds left behind");
+}

@@ -45,6 +45,13 @@ pub struct VcpuState {
     memory: GuestMemory,
 }
 
+/// Console input goes to the UART's receive FIFO.
+impl crate::console::ConsoleInput for SerialDevice {
+    fn input(&self, bytes: &[u8]) -> usize {
+        self.enqueue_input(bytes)
+    }
+}
+
 /// Per-VM arch state that must live as long as the VM.
 pub struct ArchVm {
     _irqchip: Irqchip,
@@ -255,6 +262,9 @@ pub fn create_machine(mut inputs: MachineInputs<'_>) -> Result<Machine, StartErr
         serial_irq,
         Box::new(inputs.console.clone()),
     ));
+    inputs
+        .console
+        .set_input(&(serial.clone() as Arc<dyn crate::console::ConsoleInput>));
     devices
         .register_mmio("serial", serial, layout::SERIAL_BASE, layout::SERIAL_SIZE)
         .map_err(|e| StartError::Devices(e.to_string()))?;

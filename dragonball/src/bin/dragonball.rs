@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! dragonball --kernel PATH [--initrd PATH] [--cmdline STR] [--vcpus N] [--mem MIB]
-//!            [--console stdout|none|file:PATH] [--vsock-cid N --vsock-uds PATH]
+//!            [--console stdout|none|file:PATH|socket:PATH] [--vsock-cid N --vsock-uds PATH]
 //!            [--check-leaks]
 //! ```
 
@@ -15,7 +15,7 @@ use dragonball::{
 };
 
 const USAGE: &str = "usage: dragonball --kernel PATH [--initrd PATH] [--cmdline STR] [--vcpus N] \
-[--mem MIB] [--console stdout|none|file:PATH] [--vsock-cid N --vsock-uds PATH] [--check-leaks]";
+[--mem MIB] [--console stdout|none|file:PATH|socket:PATH] [--vsock-cid N --vsock-uds PATH] [--check-leaks]";
 
 struct Args {
     boot: BootSourceConfig,
