@@ -1,6 +1,6 @@
 //! The VMM API: actions, their answers and errors.
 
-use crate::config::{BootSourceConfig, VmConfigInfo, VsockDeviceConfigInfo};
+use crate::config::{BlockDeviceConfigInfo, BootSourceConfig, VmConfigInfo, VsockDeviceConfigInfo};
 
 /// A request to the VMM.
 #[derive(Debug, Clone)]
@@ -9,6 +9,8 @@ pub enum VmmAction {
     SetVmConfiguration(VmConfigInfo),
     /// Sets kernel, initrd and command line (before start).
     ConfigureBootSource(BootSourceConfig),
+    /// Adds a block device (before start).
+    InsertBlockDevice(BlockDeviceConfigInfo),
     /// Adds the vsock device (before start).
     InsertVsockDevice(VsockDeviceConfigInfo),
     /// Creates and boots the VM.

@@ -101,3 +101,14 @@ pub struct VsockDeviceConfigInfo {
     /// `<uds_path>_P`.
     pub uds_path: PathBuf,
 }
+
+/// A virtio-blk device backed by a raw image file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockDeviceConfigInfo {
+    /// Unique id of the drive; also its virtio-blk serial (at most 20 bytes).
+    pub drive_id: String,
+    /// The raw image.
+    pub path_on_host: PathBuf,
+    /// Refuse guest writes.
+    pub is_read_only: bool,
+}

@@ -16,5 +16,7 @@ pub mod vm;
 pub mod vmm;
 
 pub use api::{InstanceState, VmmAction, VmmActionError, VmmData};
-pub use config::{BootSourceConfig, ConsoleConfig, VmConfigInfo, VsockDeviceConfigInfo};
+pub use config::{
+    BlockDeviceConfigInfo, BootSourceConfig, ConsoleConfig, VmConfigInfo, VsockDeviceConfigInfo,
+};
 pub use vmm::{VmmClient, start_vmm_thread};

@@ -7,7 +7,9 @@ use kvm_ioctls::{Kvm, VmFd};
 
 use crate::api::{InstanceState, VmmActionError};
 use crate::arch;
-use crate::config::{BootSourceConfig, MAX_VCPUS, VmConfigInfo, VsockDeviceConfigInfo};
+use crate::config::{
+    BlockDeviceConfigInfo, BootSourceConfig, MAX_VCPUS, VmConfigInfo, VsockDeviceConfigInfo,
+};
 use crate::console::Console;
 use crate::device_manager::{DeviceManager, Subscriber};
 use crate::memory::{self, GuestMemory};
@@ -103,6 +105,7 @@ pub struct Vm {
     config: VmConfigInfo,
     boot: Option<BootSourceConfig>,
     vsock: Option<VsockDeviceConfigInfo>,
+    blocks: Vec<BlockDeviceConfigInfo>,
     state: InstanceState,
     running: Option<Running>,
 }
@@ -113,6 +116,7 @@ impl Default for Vm {
             config: VmConfigInfo::default(),
             boot: None,
             vsock: None,
+            blocks: Vec::new(),
             state: InstanceState::Uninitialized,
             running: None,
         }
@@ -214,6 +218,38 @@ impl Vm {
         Ok(())
     }
 
+    /// Adds a block device.
+    pub fn insert_block(&mut self, block: BlockDeviceConfigInfo) -> Result<(), VmmActionError> {
+        self.before_start("InsertBlockDevice")?;
+        let bad = |m: String| Err(VmmActionError::InvalidDevice(m));
+        if block.drive_id.is_empty() || block.drive_id.len() > 20 {
+            return bad(format!(
+                "drive_id '{}' must be 1 to 20 bytes",
+                block.drive_id
+            ));
+        }
+        if self.blocks.iter().any(|b| b.drive_id == block.drive_id) {
+            return bad(format!("drive_id '{}' is already used", block.drive_id));
+        }
+        match std::fs::metadata(&block.path_on_host) {
+            Ok(m) if m.is_file() => {}
+            Ok(_) => {
+                return bad(format!(
+                    "block image '{}' is not a regular file",
+                    block.path_on_host.display()
+                ));
+            }
+            Err(e) => {
+                return bad(format!(
+                    "block image '{}': {e}",
+                    block.path_on_host.display()
+                ));
+            }
+        }
+        self.blocks.push(block);
+        Ok(())
+    }
+
     /// Creates and boots the VM; returns the event-loop subscribers its devices need.
     pub fn start(&mut self, exit: Arc<VmExit>) -> Result<Vec<Subscriber>, VmmActionError> {
         self.before_start("StartMicroVm")?;
@@ -257,6 +293,17 @@ impl Vm {
             Console::open(&self.config.console).map_err(|e| StartError::Console(e.to_string()))?;
         let mut virtio_devices: Vec<(&'static str, Box<dyn VirtioDevice>)> = Vec::new();
         let mut subscribers: Vec<Subscriber> = console_socket.into_iter().collect();
+        for block in &self.blocks {
+            let config = dbs_virtio_devices::block::BlockConfig {
+                path: block.path_on_host.clone(),
+                read_only: block.is_read_only,
+                serial: block.drive_id.clone(),
+            };
+            let (device, handler) = dbs_virtio_devices::block::BlockDevice::new(&config)
+                .map_err(|e| StartError::Devices(e.to_string()))?;
+            virtio_devices.push(("block", Box::new(device)));
+            subscribers.push(handler);
+        }
         if let Some(vsock) = &self.vsock {
             let config = dbs_virtio_devices::vsock::VsockConfig {
                 guest_cid: u64::from(vsock.guest_cid),

@@ -689,3 +689,52 @@ fn console_socket_streams_the_guest_console() {
     assert!(!sock.exists());
     assert_eq!(resources(), before, "threads/fds left behind");
 }
+
+#[test]
+fn virtio_blk_reads_writes_and_honours_read_only() {
+    use dragonball::BlockDeviceConfigInfo;
+    if !kvm_or_skip("virtio_blk_reads_writes_and_honours_read_only") {
+        return;
+    }
+    let dir = Scratch::new("blk");
+    let image = dir.0.join("disk.img");
+    let mut data = vec![0u8; 1 << 20];
+    data[..17].copy_from_slice(b"KATA-RV-BLK-IMAGE");
+    std::fs::write(&image, &data).unwrap();
+    for read_only in [false, true] {
+        let console = dir.0.join(format!("console-{read_only}"));
+        let (client, vmm) = start_vmm_thread().unwrap();
+        client
+            .request(VmmAction::SetVmConfiguration(config(1, 128, &console)))
+            .unwrap();
+        client
+            .request(VmmAction::ConfigureBootSource(test_initrd_boot(
+                "console=ttyS0 panic=-1 quiet test_init.mode=blk",
+            )))
+            .unwrap();
+        client
+            .request(VmmAction::InsertBlockDevice(BlockDeviceConfigInfo {
+                drive_id: "rootdisk".into(),
+                path_on_host: image.clone(),
+                is_read_only: read_only,
+            }))
+            .unwrap();
+        client.request(VmmAction::StartMicroVm).unwrap();
+        assert_eq!(vmm.join().unwrap(), 0);
+        let text = std::fs::read_to_string(&console).unwrap();
+        assert!(text.contains("blk head KATA-RV-BLK-IMAGE"), "{text}");
+        assert!(text.contains("blk serial rootdisk"), "{text}");
+        let on_disk = std::fs::read(&image).unwrap();
+        if read_only {
+            assert!(text.contains("blk write rejected"), "{text}");
+        } else {
+            assert!(text.contains("blk write ok"), "{text}");
+            assert_eq!(&on_disk[4096..4096 + 17], b"KATA-RV-BLK-WRITE");
+            // Undo, so the read-only pass can show that nothing is written.
+            std::fs::write(&image, &data).unwrap();
+        }
+        if read_only {
+            assert_eq!(on_disk, data, "a read-only disk is unchanged");
+        }
+    }
+}

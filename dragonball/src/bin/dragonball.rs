@@ -3,24 +3,25 @@
 //! ```text
 //! dragonball --kernel PATH [--initrd PATH] [--cmdline STR] [--vcpus N] [--mem MIB]
 //!            [--console stdout|none|file:PATH|socket:PATH] [--vsock-cid N --vsock-uds PATH]
-//!            [--check-leaks]
+//!            [--block PATH[:ro]]... [--check-leaks]
 //! ```
 
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use dragonball::{
-    BootSourceConfig, ConsoleConfig, VmConfigInfo, VmmAction, VsockDeviceConfigInfo,
-    start_vmm_thread,
+    BlockDeviceConfigInfo, BootSourceConfig, ConsoleConfig, VmConfigInfo, VmmAction,
+    VsockDeviceConfigInfo, start_vmm_thread,
 };
 
 const USAGE: &str = "usage: dragonball --kernel PATH [--initrd PATH] [--cmdline STR] [--vcpus N] \
-[--mem MIB] [--console stdout|none|file:PATH|socket:PATH] [--vsock-cid N --vsock-uds PATH] [--check-leaks]";
+[--mem MIB] [--console stdout|none|file:PATH|socket:PATH] [--vsock-cid N --vsock-uds PATH] [--block PATH[:ro]]... [--check-leaks]";
 
 struct Args {
     boot: BootSourceConfig,
     config: VmConfigInfo,
     vsock: Option<VsockDeviceConfigInfo>,
+    blocks: Vec<BlockDeviceConfigInfo>,
     check_leaks: bool,
 }
 
@@ -32,6 +33,7 @@ fn parse_args() -> Result<Args> {
     let mut check_leaks = false;
     let mut vsock_cid = None;
     let mut vsock_uds = None;
+    let mut blocks = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || {
@@ -67,6 +69,18 @@ fn parse_args() -> Result<Args> {
                 );
             }
             "--vsock-uds" => vsock_uds = Some(std::path::PathBuf::from(value()?)),
+            "--block" => {
+                let v = value()?;
+                let (path, ro) = match v.strip_suffix(":ro") {
+                    Some(p) => (p.to_string(), true),
+                    None => (v, false),
+                };
+                blocks.push(BlockDeviceConfigInfo {
+                    drive_id: format!("blk{}", blocks.len()),
+                    path_on_host: path.into(),
+                    is_read_only: ro,
+                });
+            }
             "--check-leaks" => check_leaks = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -92,6 +106,7 @@ fn parse_args() -> Result<Args> {
         },
         config,
         vsock,
+        blocks,
         check_leaks,
     })
 }
@@ -109,6 +124,9 @@ fn run() -> Result<i32> {
     let (client, vmm) = start_vmm_thread().context("starting the VMM thread")?;
     client.request(VmmAction::SetVmConfiguration(args.config))?;
     client.request(VmmAction::ConfigureBootSource(args.boot))?;
+    for block in args.blocks {
+        client.request(VmmAction::InsertBlockDevice(block))?;
+    }
     if let Some(vsock) = args.vsock {
         client.request(VmmAction::InsertVsockDevice(vsock))?;
     }

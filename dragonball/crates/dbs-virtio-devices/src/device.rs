@@ -91,3 +91,44 @@ pub trait VirtioDevice: Send {
     /// The driver reset the device: stop and drop queue state.
     fn reset(&mut self);
 }
+
+/// Work handed from the transport (a vCPU thread) to a device's event-loop handler.
+pub enum Pending {
+    /// The driver set DRIVER_OK.
+    Activate(ActivateContext),
+    /// The driver reset the device.
+    Reset,
+}
+
+/// The channel between a device and its event-loop handler: activation happens on a
+/// vCPU thread, queue processing on the VMM loop.
+pub struct Handoff {
+    /// Wakes the handler.
+    pub evt: EventFd,
+    pending: std::sync::Mutex<Vec<Pending>>,
+}
+
+impl Handoff {
+    /// A new handoff.
+    pub fn new() -> std::io::Result<Self> {
+        Ok(Handoff {
+            evt: EventFd::new(libc::EFD_NONBLOCK)?,
+            pending: std::sync::Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Queues `p` and wakes the handler.
+    pub fn send(&self, p: Pending) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(p);
+        let _ = self.evt.write(1);
+    }
+
+    /// Takes everything queued (and clears the wakeup).
+    pub fn take(&self) -> Vec<Pending> {
+        let _ = self.evt.read();
+        std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}

@@ -5,6 +5,7 @@
 //! each device hands out at creation. Everything the guest writes — registers, queue
 //! addresses, descriptors, packet headers — is untrusted and bounded.
 
+pub mod block;
 pub mod device;
 pub mod mmio;
 pub mod vsock;

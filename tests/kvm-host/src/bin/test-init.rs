@@ -4,6 +4,7 @@
 //!
 //! - (absent) power the VM off;
 //! - `sleep`: stay up until the VMM stops the VM (for measurements);
+//! - `blk`: read the head and serial of /dev/vda, write a pattern at 4 KiB, power off;
 //! - `vsock-echo`: echo every stream accepted on vsock port 1234, and open
 //!   `test_init.connect=N` streams (default 0) to host port 4321 and echo those too;
 //!   runs until the VMM stops the VM.
@@ -91,6 +92,35 @@ fn vsock_echo(connects: usize) -> nix::Result<()> {
     }
 }
 
+/// Exercises /dev/vda: read, serial (GET_ID), write + flush.
+fn blk_check() {
+    use std::os::unix::fs::FileExt;
+    const DEV: &str = "/dev/vda";
+    match std::fs::File::open(DEV) {
+        Ok(f) => {
+            let mut head = [0u8; 17];
+            match f.read_exact_at(&mut head, 0) {
+                Ok(()) => println!("{MARKER}: blk head {}", String::from_utf8_lossy(&head)),
+                Err(e) => println!("{MARKER}: blk read failed: {e}"),
+            }
+        }
+        Err(e) => println!("{MARKER}: blk open failed: {e}"),
+    }
+    let serial = std::fs::read_to_string("/sys/block/vda/serial").unwrap_or_default();
+    println!("{MARKER}: blk serial {}", serial.trim());
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .open(DEV)
+        .and_then(|f| {
+            f.write_all_at(b"KATA-RV-BLK-WRITE", 4096)
+                .and_then(|_| f.sync_all())
+        });
+    match written {
+        Ok(()) => println!("{MARKER}: blk write ok"),
+        Err(e) => println!("{MARKER}: blk write rejected: {e}"),
+    }
+}
+
 fn main() {
     if let Err(e) = pid1::mount_kernel_filesystems(Path::new("/")) {
         println!("{MARKER}: error: {e}");
@@ -100,6 +130,9 @@ fn main() {
         .unwrap_or_else(|e| format!("unknown ({e})"));
     println!("{MARKER}: booted uptime={:.3} cpus={cpus}", pid1::uptime());
     let mode = cmdline_value("test_init.mode");
+    if mode.as_deref() == Some("blk") {
+        blk_check();
+    }
     if mode.as_deref() == Some("sleep") {
         loop {
             std::thread::sleep(std::time::Duration::from_secs(3600));

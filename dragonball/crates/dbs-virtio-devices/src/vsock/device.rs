@@ -5,11 +5,11 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use vmm_sys_util::eventfd::EventFd;
-
-use super::muxer::{Control, Pending, VsockMuxer};
+use super::muxer::VsockMuxer;
 use super::{QUEUE_SIZE, VIRTIO_ID_VSOCK};
-use crate::device::{ActivateContext, ActivateError, VIRTIO_F_VERSION_1, VirtioDevice};
+use crate::device::{
+    ActivateContext, ActivateError, Handoff, Pending, VIRTIO_F_VERSION_1, VirtioDevice,
+};
 
 /// Configuration of a vsock device.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,7 +39,7 @@ pub enum VsockError {
 /// The virtio-vsock device.
 pub struct VsockDevice {
     cid: u64,
-    control: Arc<Control>,
+    control: Arc<Handoff>,
     acked_features: u64,
 }
 
@@ -70,14 +70,10 @@ impl VsockDevice {
             return Err(VsockError::BadCid(config.guest_cid));
         }
         let listener = bind(&config.uds_path)?;
-        let evt = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| VsockError::Socket {
+        let control = Arc::new(Handoff::new().map_err(|e| VsockError::Socket {
             path: config.uds_path.clone(),
             reason: format!("eventfd: {e}"),
-        })?;
-        let control = Arc::new(Control {
-            evt,
-            pending: Mutex::new(Vec::new()),
-        });
+        })?);
         let muxer = VsockMuxer::new(
             config.guest_cid,
             config.uds_path.clone(),

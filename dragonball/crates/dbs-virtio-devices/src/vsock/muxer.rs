@@ -6,7 +6,7 @@ use std::io::{ErrorKind, Read};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use event_manager::{EventOps, Events, MutEventSubscriber};
 use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
@@ -17,7 +17,7 @@ use vmm_sys_util::eventfd::EventFd;
 use super::HOST_CID;
 use super::connection::{BUF_ALLOC, ConnState, Connection, FlushResult};
 use super::packet::{self, HDR_LEN, Header, SHUTDOWN_RCV, SHUTDOWN_SEND, TYPE_STREAM, op};
-use crate::device::{ActivateContext, GuestMemory, VirtioInterrupt};
+use crate::device::{GuestMemory, Handoff, Pending, VirtioInterrupt};
 
 /// Largest payload we put in or accept from one packet.
 const MAX_PAYLOAD: usize = 64 * 1024;
@@ -29,33 +29,6 @@ const MAX_PENDING_CONTROL: usize = 4096;
 const MAX_CONNECT_LINE: usize = 64;
 /// First port handed to host-initiated connections.
 const FIRST_LOCAL_PORT: u32 = 1 << 30;
-
-/// Work handed from the transport (a vCPU thread) to the muxer.
-pub enum Pending {
-    /// The driver set DRIVER_OK.
-    Activate(ActivateContext),
-    /// The driver reset the device.
-    Reset,
-}
-
-/// The channel between the device and its muxer.
-pub struct Control {
-    /// Wakes the muxer.
-    pub evt: EventFd,
-    /// Work for the muxer.
-    pub pending: Mutex<Vec<Pending>>,
-}
-
-impl Control {
-    /// Queues `p` and wakes the muxer.
-    pub fn send(&self, p: Pending) {
-        self.pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(p);
-        let _ = self.evt.write(1);
-    }
-}
 
 struct Active {
     mem: GuestMemory,
@@ -94,7 +67,7 @@ pub struct VsockMuxer {
     cid: u64,
     uds_path: PathBuf,
     listener: UnixListener,
-    control: Arc<Control>,
+    control: Arc<Handoff>,
     active: Option<Active>,
     tokens: HashMap<RawFd, Token>,
     clients: HashMap<RawFd, Client>,
@@ -108,7 +81,7 @@ impl VsockMuxer {
         cid: u64,
         uds_path: PathBuf,
         listener: UnixListener,
-        control: Arc<Control>,
+        control: Arc<Handoff>,
     ) -> Self {
         VsockMuxer {
             cid,
@@ -159,14 +132,7 @@ impl VsockMuxer {
     }
 
     fn handle_control(&mut self, ops: &mut EventOps) {
-        let _ = self.control.evt.read();
-        let pending: Vec<Pending> = std::mem::take(
-            &mut *self
-                .control
-                .pending
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()),
-        );
+        let pending = self.control.take();
         for p in pending {
             match p {
                 Pending::Activate(ctx) => {

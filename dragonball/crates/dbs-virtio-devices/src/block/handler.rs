@@ -1,0 +1,207 @@
+//! Request processing of virtio-blk on the VMM event loop.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use event_manager::{EventOps, Events, MutEventSubscriber};
+use virtio_queue::{DescriptorChain, Queue, QueueT};
+use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::eventfd::EventFd;
+
+use super::{ID_BYTES, MAX_REQUEST_BYTES, SECTOR_SIZE};
+use crate::device::{GuestMemory, Handoff, Pending, VirtioInterrupt};
+
+const VIRTIO_BLK_T_IN: u32 = 0;
+const VIRTIO_BLK_T_OUT: u32 = 1;
+const VIRTIO_BLK_T_FLUSH: u32 = 4;
+const VIRTIO_BLK_T_GET_ID: u32 = 8;
+const VIRTIO_BLK_S_OK: u8 = 0;
+const VIRTIO_BLK_S_IOERR: u8 = 1;
+const VIRTIO_BLK_S_UNSUPP: u8 = 2;
+
+struct Active {
+    mem: GuestMemory,
+    queue: Queue,
+    evt: EventFd,
+    interrupt: Arc<VirtioInterrupt>,
+}
+
+/// The backing image.
+struct Disk {
+    file: File,
+    size: u64,
+    read_only: bool,
+    id: [u8; ID_BYTES],
+}
+
+/// Serves virtio-blk requests.
+pub struct BlockHandler {
+    disk: Disk,
+    control: Arc<Handoff>,
+    active: Option<Active>,
+}
+
+impl BlockHandler {
+    pub(super) fn new(
+        file: File,
+        size: u64,
+        read_only: bool,
+        id: [u8; ID_BYTES],
+        control: Arc<Handoff>,
+    ) -> Self {
+        BlockHandler {
+            disk: Disk {
+                file,
+                size,
+                read_only,
+                id,
+            },
+            control,
+            active: None,
+        }
+    }
+}
+
+impl Disk {
+    /// Executes one request; returns (status, bytes written to the guest).
+    fn execute(
+        &self,
+        mem: &GuestMemoryMmap<()>,
+        chain: DescriptorChain<&GuestMemoryMmap<()>>,
+    ) -> Option<(u8, u32)> {
+        let mut reader = chain.clone().reader(mem).ok()?;
+        let mut writer = chain.writer(mem).ok()?;
+        let mut header = [0u8; 16];
+        reader.read_exact(&mut header).ok()?;
+        let kind = u32::from_le_bytes(header[0..4].try_into().ok()?);
+        let sector = u64::from_le_bytes(header[8..16].try_into().ok()?);
+        // The status byte is the last writable byte of the chain.
+        let writable = writer.available_bytes();
+        if writable == 0 {
+            return None;
+        }
+        let mut status_writer = writer.split_at(writable - 1).ok()?;
+        let offset = sector.checked_mul(SECTOR_SIZE);
+        let in_range = |len: u64| {
+            offset
+                .and_then(|o| o.checked_add(len))
+                .is_some_and(|end| end <= self.size)
+        };
+        let (status, written) = match kind {
+            VIRTIO_BLK_T_IN => {
+                let len = writer.available_bytes() as u64;
+                if len > u64::from(MAX_REQUEST_BYTES) || !in_range(len) {
+                    (VIRTIO_BLK_S_IOERR, 0)
+                } else {
+                    let mut buf = vec![0u8; len as usize];
+                    match self
+                        .file
+                        .read_exact_at(&mut buf, offset.unwrap_or(0))
+                        .and_then(|_| writer.write_all(&buf))
+                    {
+                        Ok(()) => (VIRTIO_BLK_S_OK, len as u32),
+                        Err(_) => (VIRTIO_BLK_S_IOERR, 0),
+                    }
+                }
+            }
+            VIRTIO_BLK_T_OUT => {
+                let len = reader.available_bytes() as u64;
+                if self.read_only || len > u64::from(MAX_REQUEST_BYTES) || !in_range(len) {
+                    (VIRTIO_BLK_S_IOERR, 0)
+                } else {
+                    let mut buf = vec![0u8; len as usize];
+                    match reader
+                        .read_exact(&mut buf)
+                        .and_then(|_| self.file.write_all_at(&buf, offset.unwrap_or(0)))
+                    {
+                        Ok(()) => (VIRTIO_BLK_S_OK, 0),
+                        Err(_) => (VIRTIO_BLK_S_IOERR, 0),
+                    }
+                }
+            }
+            VIRTIO_BLK_T_FLUSH => match self.file.sync_data() {
+                Ok(()) => (VIRTIO_BLK_S_OK, 0),
+                Err(_) => (VIRTIO_BLK_S_IOERR, 0),
+            },
+            VIRTIO_BLK_T_GET_ID => {
+                let n = writer.available_bytes().min(ID_BYTES);
+                match writer.write_all(&self.id[..n]) {
+                    Ok(()) => (VIRTIO_BLK_S_OK, n as u32),
+                    Err(_) => (VIRTIO_BLK_S_IOERR, 0),
+                }
+            }
+            _ => (VIRTIO_BLK_S_UNSUPP, 0),
+        };
+        status_writer.write_all(&[status]).ok()?;
+        Some((status, written + 1))
+    }
+}
+
+impl BlockHandler {
+    fn process_queue(&mut self) {
+        let Some(active) = self.active.as_mut() else {
+            return;
+        };
+        let _ = active.evt.read();
+        let mem = active.mem.clone();
+        let mut used = false;
+        while let Some(chain) = active.queue.pop_descriptor_chain(mem.as_ref()) {
+            let head = chain.head_index();
+            let len = match self.disk.execute(mem.as_ref(), chain) {
+                Some((_, len)) => len,
+                // Malformed (no header, no status byte, outside memory): return it empty.
+                None => 0,
+            };
+            if active.queue.add_used(mem.as_ref(), head, len).is_err() {
+                log::warn!("virtio-blk: used ring is not writable");
+                break;
+            }
+            used = true;
+        }
+        if used
+            && active
+                .queue
+                .needs_notification(mem.as_ref())
+                .unwrap_or(true)
+        {
+            active.interrupt.signal_used_queue();
+        }
+    }
+}
+
+impl MutEventSubscriber for BlockHandler {
+    fn process(&mut self, events: Events, ops: &mut EventOps) {
+        if events.fd() == self.control.evt.as_raw_fd() {
+            for p in self.control.take() {
+                if let Some(old) = self.active.take() {
+                    let _ = ops.remove(Events::empty(&old.evt));
+                }
+                if let Pending::Activate(ctx) = p {
+                    let Some((queue, evt)) = ctx.queues.into_iter().next() else {
+                        continue;
+                    };
+                    if let Err(e) = ops.add(Events::new(&evt, EventSet::IN)) {
+                        log::error!("virtio-blk: watching the queue: {e:?}");
+                    }
+                    self.active = Some(Active {
+                        mem: ctx.mem,
+                        queue,
+                        evt,
+                        interrupt: ctx.interrupt,
+                    });
+                }
+            }
+        }
+        self.process_queue();
+    }
+
+    fn init(&mut self, ops: &mut EventOps) {
+        if let Err(e) = ops.add(Events::new(&self.control.evt, EventSet::IN)) {
+            log::error!("virtio-blk: watching the handoff: {e:?}");
+        }
+    }
+}
