@@ -151,7 +151,15 @@ fn run() -> Result<i32> {
         start.elapsed().as_secs_f64() * 1e3
     );
     if args.check_leaks {
-        let after = resources();
+        // A joined thread can linger in /proc/self/task for a moment: let it settle.
+        let mut after = resources();
+        for _ in 0..300 {
+            if after == before {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            after = resources();
+        }
         eprintln!(
             "dragonball: leak check: threads {} -> {}, fds {} -> {}",
             before.0, after.0, before.1, after.1
