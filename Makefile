@@ -90,7 +90,7 @@ kvm-artifacts: kernel static
 	if [[ $(ARCH) == riscv64 ]]; then $(MAKE) --no-print-directory busybox ARCH=riscv64; fi
 
 # Test executables of the crates that run inside a KVM test host, built for ARCH.
-VM_TEST_PKGS := -p dragonball -p dbs-arch -p dbs-boot -p dbs-interrupt -p dbs-legacy-devices \
+VM_TEST_PKGS := -p dragonball -p dbs-address-space -p dbs-arch -p dbs-boot -p dbs-interrupt -p dbs-legacy-devices \
                 -p dbs-virtio-devices
 vm-tests:
 	$(CARGO) test --release --target $(static_target_$(ARCH)) $(VM_TEST_PKGS) --no-run \

@@ -13,7 +13,7 @@ use event_manager::MutEventSubscriber;
 use kvm_ioctls::{IoEventAddress, VmFd};
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::memory::GuestMemory;
+use dbs_address_space::GuestMemory;
 
 /// An event-loop subscriber a device needs (e.g. the vsock muxer).
 pub type Subscriber = Arc<Mutex<dyn MutEventSubscriber + Send>>;

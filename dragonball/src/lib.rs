@@ -10,7 +10,6 @@ pub mod arch;
 pub mod config;
 pub mod console;
 pub mod device_manager;
-pub mod memory;
 pub mod vcpu;
 pub mod vm;
 pub mod vmm;

@@ -12,8 +12,8 @@ use crate::config::{
 };
 use crate::console::Console;
 use crate::device_manager::{DeviceManager, Subscriber};
-use crate::memory::{self, GuestMemory};
 use crate::vcpu::{ExitInfo, VcpuManager, VcpuSpec, VmExit};
+use dbs_address_space::GuestMemory;
 use dbs_virtio_devices::VirtioDevice;
 
 /// Why StartMicroVm failed.
@@ -43,7 +43,7 @@ pub enum StartError {
     MemoryTooSmall(String),
     /// Guest memory could not be set up.
     #[error(transparent)]
-    Memory(#[from] memory::MemoryError),
+    Memory(#[from] dbs_address_space::MemoryError),
     /// The interrupt controller could not be set up.
     #[error("interrupt controller: {0}")]
     Irqchip(String),
@@ -288,7 +288,7 @@ impl Vm {
                 .map_err(|e| StartError::Kvm(format!("KVM_CREATE_VM: {e}")))?,
         );
         let size = self.config.mem_size_mib as u64 * (1 << 20);
-        let memory = memory::create(&vm_fd, arch::memory_base(), size)?;
+        let memory = dbs_address_space::create(&vm_fd, arch::memory_base(), size)?;
         let (console, console_socket) =
             Console::open(&self.config.console).map_err(|e| StartError::Console(e.to_string()))?;
         let mut virtio_devices: Vec<(&'static str, Box<dyn VirtioDevice>)> = Vec::new();

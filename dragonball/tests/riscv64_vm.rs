@@ -239,6 +239,15 @@ fn lifecycle_pause_resume_shutdown_and_late_config_is_rejected() {
         VmmAction::SetVmConfiguration(cfg),
         VmmAction::ConfigureBootSource(spinning_guest(&dir.0)),
         VmmAction::StartMicroVm,
+        VmmAction::InsertVsockDevice(dragonball::VsockDeviceConfigInfo {
+            guest_cid: 3,
+            uds_path: dir.0.join("late.sock"),
+        }),
+        VmmAction::InsertBlockDevice(dragonball::BlockDeviceConfigInfo {
+            drive_id: "late".into(),
+            path_on_host: dir.0.join("Image"),
+            is_read_only: true,
+        }),
     ] {
         let e = client.request(late).unwrap_err();
         assert!(matches!(e, VmmActionError::NotAllowedAfterStart(_)), "{e}");

@@ -25,9 +25,9 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 
 use crate::console::Console;
 use crate::device_manager::MmioSlot;
-use crate::memory::GuestMemory;
 use crate::vcpu::{ExitInfo, VcpuSpec};
 use crate::vm::{Machine, MachineInputs, StartError};
+use dbs_address_space::GuestMemory;
 
 /// Lowest guest RAM a VM may have, in MiB.
 pub const MIN_MEM_MIB: usize = (layout::DRAM_MIN_SIZE >> 20) as usize;

@@ -1,4 +1,5 @@
-//! Guest RAM: anonymous mappings registered with KVM as memory slots.
+//! The guest address space: RAM as anonymous mappings, registered with KVM as memory
+//! slots, shared by the VM, its vCPUs and its devices.
 
 use std::sync::Arc;
 
