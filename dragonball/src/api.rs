@@ -1,6 +1,9 @@
 //! The VMM API: actions, their answers and errors.
 
-use crate::config::{BlockDeviceConfigInfo, BootSourceConfig, VmConfigInfo, VsockDeviceConfigInfo};
+use crate::config::{
+    BlockDeviceConfigInfo, BootSourceConfig, NetworkInterfaceConfig, VmConfigInfo,
+    VsockDeviceConfigInfo,
+};
 
 /// A request to the VMM.
 #[derive(Debug, Clone)]
@@ -11,6 +14,8 @@ pub enum VmmAction {
     ConfigureBootSource(BootSourceConfig),
     /// Adds a block device (before start).
     InsertBlockDevice(BlockDeviceConfigInfo),
+    /// Adds a network interface (before start).
+    InsertNetworkDevice(NetworkInterfaceConfig),
     /// Adds the vsock device (before start).
     InsertVsockDevice(VsockDeviceConfigInfo),
     /// Creates and boots the VM.

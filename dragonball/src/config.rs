@@ -112,3 +112,14 @@ pub struct BlockDeviceConfigInfo {
     /// Refuse guest writes.
     pub is_read_only: bool,
 }
+
+/// A virtio-net device on a host tap interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkInterfaceConfig {
+    /// Unique id of the interface.
+    pub iface_id: String,
+    /// Host tap device name (created in the VMM's network namespace if missing).
+    pub host_dev_name: String,
+    /// Guest MAC "aa:bb:cc:dd:ee:ff"; a locally administered one is derived when absent.
+    pub guest_mac: Option<String>,
+}

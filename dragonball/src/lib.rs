@@ -16,6 +16,7 @@ pub mod vmm;
 
 pub use api::{InstanceState, VmmAction, VmmActionError, VmmData};
 pub use config::{
-    BlockDeviceConfigInfo, BootSourceConfig, ConsoleConfig, VmConfigInfo, VsockDeviceConfigInfo,
+    BlockDeviceConfigInfo, BootSourceConfig, ConsoleConfig, NetworkInterfaceConfig, VmConfigInfo,
+    VsockDeviceConfigInfo,
 };
 pub use vmm::{VmmClient, start_vmm_thread};

@@ -8,7 +8,8 @@ use kvm_ioctls::{Kvm, VmFd};
 use crate::api::{InstanceState, VmmActionError};
 use crate::arch;
 use crate::config::{
-    BlockDeviceConfigInfo, BootSourceConfig, MAX_VCPUS, VmConfigInfo, VsockDeviceConfigInfo,
+    BlockDeviceConfigInfo, BootSourceConfig, MAX_VCPUS, NetworkInterfaceConfig, VmConfigInfo,
+    VsockDeviceConfigInfo,
 };
 use crate::console::Console;
 use crate::device_manager::{DeviceManager, Subscriber};
@@ -106,6 +107,7 @@ pub struct Vm {
     boot: Option<BootSourceConfig>,
     vsock: Option<VsockDeviceConfigInfo>,
     blocks: Vec<BlockDeviceConfigInfo>,
+    nets: Vec<(NetworkInterfaceConfig, [u8; 6])>,
     state: InstanceState,
     running: Option<Running>,
 }
@@ -117,6 +119,7 @@ impl Default for Vm {
             boot: None,
             vsock: None,
             blocks: Vec::new(),
+            nets: Vec::new(),
             state: InstanceState::Uninitialized,
             running: None,
         }
@@ -250,6 +253,38 @@ impl Vm {
         Ok(())
     }
 
+    /// Adds a network interface.
+    pub fn insert_net(&mut self, net: NetworkInterfaceConfig) -> Result<(), VmmActionError> {
+        self.before_start("InsertNetworkDevice")?;
+        let bad = |m: String| Err(VmmActionError::InvalidDevice(m));
+        if net.iface_id.is_empty() || self.nets.iter().any(|(n, _)| n.iface_id == net.iface_id) {
+            return bad(format!(
+                "iface_id '{}' is empty or already used",
+                net.iface_id
+            ));
+        }
+        if net.host_dev_name.is_empty() || net.host_dev_name.len() > 15 {
+            return bad(format!(
+                "host_dev_name '{}' must be 1 to 15 bytes",
+                net.host_dev_name
+            ));
+        }
+        let mac = match &net.guest_mac {
+            Some(m) => match dbs_virtio_devices::net::parse_mac(m) {
+                Some(mac) if mac[0] & 1 == 0 => mac,
+                _ => {
+                    return bad(format!(
+                        "guest_mac '{m}' is not a unicast aa:bb:cc:dd:ee:ff address"
+                    ));
+                }
+            },
+            // Locally administered, unicast, distinct per interface.
+            None => [0x52, 0x54, 0x00, 0x6b, 0x72, self.nets.len() as u8 + 1],
+        };
+        self.nets.push((net, mac));
+        Ok(())
+    }
+
     /// Creates and boots the VM; returns the event-loop subscribers its devices need.
     pub fn start(&mut self, exit: Arc<VmExit>) -> Result<Vec<Subscriber>, VmmActionError> {
         self.before_start("StartMicroVm")?;
@@ -302,6 +337,16 @@ impl Vm {
             let (device, handler) = dbs_virtio_devices::block::BlockDevice::new(&config)
                 .map_err(|e| StartError::Devices(e.to_string()))?;
             virtio_devices.push(("block", Box::new(device)));
+            subscribers.push(handler);
+        }
+        for (net, mac) in &self.nets {
+            let config = dbs_virtio_devices::net::NetConfig {
+                tap_name: net.host_dev_name.clone(),
+                mac: *mac,
+            };
+            let (device, handler) = dbs_virtio_devices::net::NetDevice::new(&config)
+                .map_err(|e| StartError::Devices(e.to_string()))?;
+            virtio_devices.push(("net", Box::new(device)));
             subscribers.push(handler);
         }
         if let Some(vsock) = &self.vsock {

@@ -97,6 +97,7 @@ impl Vmm {
             VmmAction::ConfigureBootSource(b) => self.vm.set_boot_source(b).map(|_| VmmData::Empty),
             VmmAction::InsertVsockDevice(v) => self.vm.insert_vsock(v).map(|_| VmmData::Empty),
             VmmAction::InsertBlockDevice(b) => self.vm.insert_block(b).map(|_| VmmData::Empty),
+            VmmAction::InsertNetworkDevice(n) => self.vm.insert_net(n).map(|_| VmmData::Empty),
             VmmAction::StartMicroVm => self.vm.start(self.exit.clone()).map(|subscribers| {
                 for s in subscribers {
                     events.add_subscriber(s);

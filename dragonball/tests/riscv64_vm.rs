@@ -7,7 +7,7 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use dragonball::{
     BootSourceConfig, ConsoleConfig, InstanceState, VmConfigInfo, VmmAction, VmmActionError,
@@ -759,4 +759,88 @@ fn virtio_blk_reads_writes_and_honours_read_only() {
             assert_eq!(on_disk, data, "a read-only disk is unchanged");
         }
     }
+}
+
+#[test]
+fn virtio_net_tcp_echo_over_a_tap_in_a_private_netns() {
+    if !kvm_or_skip("virtio_net_tcp_echo_over_a_tap_in_a_private_netns") {
+        return;
+    }
+    // Everything runs on a thread with its own network namespace: the VMM threads it
+    // starts inherit it, and it disappears with the thread.
+    std::thread::spawn(net_echo_in_private_netns)
+        .join()
+        .unwrap();
+}
+
+fn net_echo_in_private_netns() {
+    use dragonball::NetworkInterfaceConfig;
+    use std::io::{Read, Write};
+    // SAFETY: unshare affects only this thread's namespaces.
+    assert_eq!(
+        unsafe { libc::unshare(libc::CLONE_NEWNET) },
+        0,
+        "unshare(CLONE_NEWNET)"
+    );
+    kvm_host::netcfg::link_up("lo").unwrap();
+    let dir = Scratch::new("net");
+    let console = dir.0.join("console");
+    let (client, vmm) = start_vmm_thread().unwrap();
+    client
+        .request(VmmAction::SetVmConfiguration(config(1, 128, &console)))
+        .unwrap();
+    client
+        .request(VmmAction::ConfigureBootSource(test_initrd_boot(
+            "console=ttyS0 panic=-1 quiet test_init.mode=net test_init.ip=10.0.2.2/24",
+        )))
+        .unwrap();
+    client
+        .request(VmmAction::InsertNetworkDevice(NetworkInterfaceConfig {
+            iface_id: "eth0".into(),
+            host_dev_name: "ktap0".into(),
+            guest_mac: Some("52:54:00:12:34:56".into()),
+        }))
+        .unwrap();
+    client.request(VmmAction::StartMicroVm).unwrap();
+    kvm_host::netcfg::configure_ipv4("ktap0", [10, 0, 2, 1], 24).unwrap();
+    let start = std::time::Instant::now();
+    while !std::fs::read_to_string(&console)
+        .unwrap_or_default()
+        .contains("net echo listening")
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "guest never listened:\n{}",
+            std::fs::read_to_string(&console).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let addr: std::net::SocketAddr = "10.0.2.2:7777".parse().unwrap();
+    let stream = loop {
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
+            Ok(s) => break s,
+            Err(e) => {
+                assert!(start.elapsed() < Duration::from_secs(60), "connect: {e}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let data: Vec<u8> = (0..(1u32 << 20))
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let mut writer = stream.try_clone().unwrap();
+    let sent = data.clone();
+    let t = Instant::now();
+    let w = std::thread::spawn(move || writer.write_all(&sent).unwrap());
+    let mut back = vec![0u8; data.len()];
+    let mut reader = stream;
+    reader.read_exact(&mut back).unwrap();
+    w.join().unwrap();
+    println!("net: 1 MiB TCP echo in {:.2} s", t.elapsed().as_secs_f64());
+    assert!(back == data, "TCP echo over virtio-net differs");
+    client.request(VmmAction::ShutdownMicroVm).unwrap();
+    assert_eq!(vmm.join().unwrap(), 0);
 }

@@ -3,25 +3,26 @@
 //! ```text
 //! dragonball --kernel PATH [--initrd PATH] [--cmdline STR] [--vcpus N] [--mem MIB]
 //!            [--console stdout|none|file:PATH|socket:PATH] [--vsock-cid N --vsock-uds PATH]
-//!            [--block PATH[:ro]]... [--check-leaks]
+//!            [--block PATH[:ro]]... [--net TAP[,MAC]]... [--check-leaks]
 //! ```
 
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use dragonball::{
-    BlockDeviceConfigInfo, BootSourceConfig, ConsoleConfig, VmConfigInfo, VmmAction,
-    VsockDeviceConfigInfo, start_vmm_thread,
+    BlockDeviceConfigInfo, BootSourceConfig, ConsoleConfig, NetworkInterfaceConfig, VmConfigInfo,
+    VmmAction, VsockDeviceConfigInfo, start_vmm_thread,
 };
 
 const USAGE: &str = "usage: dragonball --kernel PATH [--initrd PATH] [--cmdline STR] [--vcpus N] \
-[--mem MIB] [--console stdout|none|file:PATH|socket:PATH] [--vsock-cid N --vsock-uds PATH] [--block PATH[:ro]]... [--check-leaks]";
+[--mem MIB] [--console stdout|none|file:PATH|socket:PATH] [--vsock-cid N --vsock-uds PATH] [--block PATH[:ro]]... [--net TAP[,MAC]]... [--check-leaks]";
 
 struct Args {
     boot: BootSourceConfig,
     config: VmConfigInfo,
     vsock: Option<VsockDeviceConfigInfo>,
     blocks: Vec<BlockDeviceConfigInfo>,
+    nets: Vec<NetworkInterfaceConfig>,
     check_leaks: bool,
 }
 
@@ -34,6 +35,7 @@ fn parse_args() -> Result<Args> {
     let mut vsock_cid = None;
     let mut vsock_uds = None;
     let mut blocks = Vec::new();
+    let mut nets = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || {
@@ -81,6 +83,18 @@ fn parse_args() -> Result<Args> {
                     is_read_only: ro,
                 });
             }
+            "--net" => {
+                let v = value()?;
+                let (tap, mac) = match v.split_once(',') {
+                    Some((t, m)) => (t.to_string(), Some(m.to_string())),
+                    None => (v, None),
+                };
+                nets.push(NetworkInterfaceConfig {
+                    iface_id: format!("eth{}", nets.len()),
+                    host_dev_name: tap,
+                    guest_mac: mac,
+                });
+            }
             "--check-leaks" => check_leaks = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -107,6 +121,7 @@ fn parse_args() -> Result<Args> {
         config,
         vsock,
         blocks,
+        nets,
         check_leaks,
     })
 }
@@ -124,6 +139,9 @@ fn run() -> Result<i32> {
     let (client, vmm) = start_vmm_thread().context("starting the VMM thread")?;
     client.request(VmmAction::SetVmConfiguration(args.config))?;
     client.request(VmmAction::ConfigureBootSource(args.boot))?;
+    for net in args.nets {
+        client.request(VmmAction::InsertNetworkDevice(net))?;
+    }
     for block in args.blocks {
         client.request(VmmAction::InsertBlockDevice(block))?;
     }

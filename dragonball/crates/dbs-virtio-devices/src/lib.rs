@@ -8,6 +8,7 @@
 pub mod block;
 pub mod device;
 pub mod mmio;
+pub mod net;
 pub mod vsock;
 
 pub use device::{ActivateContext, GuestMemory, VirtioDevice, VirtioInterrupt};

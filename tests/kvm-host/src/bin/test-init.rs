@@ -5,6 +5,8 @@
 //! - (absent) power the VM off;
 //! - `sleep`: stay up until the VMM stops the VM (for measurements);
 //! - `blk`: read the head and serial of /dev/vda, write a pattern at 4 KiB, power off;
+//! - `net`: give eth0 the address `test_init.ip=` (CIDR) and echo TCP port 7777 until
+//!   the VMM stops the VM;
 //! - `vsock-echo`: echo every stream accepted on vsock port 1234, and open
 //!   `test_init.connect=N` streams (default 0) to host port 4321 and echo those too;
 //!   runs until the VMM stops the VM.
@@ -121,6 +123,35 @@ fn blk_check() {
     }
 }
 
+/// Configures eth0 and echoes TCP port 7777 forever.
+fn net_echo() {
+    let cidr = cmdline_value("test_init.ip").unwrap_or_default();
+    let Some((ip, prefix)) = kvm_host::netcfg::parse_cidr(&cidr) else {
+        println!("{MARKER}: net: bad test_init.ip '{cidr}'");
+        return;
+    };
+    if let Err(e) = kvm_host::netcfg::link_up("lo")
+        .and_then(|_| kvm_host::netcfg::configure_ipv4("eth0", ip, prefix))
+    {
+        println!("{MARKER}: net: configuring eth0: {e}");
+        return;
+    }
+    let listener = match std::net::TcpListener::bind(("0.0.0.0", 7777)) {
+        Ok(l) => l,
+        Err(e) => {
+            println!("{MARKER}: net: listen: {e}");
+            return;
+        }
+    };
+    println!("{MARKER}: net echo listening on {cidr} port 7777");
+    for stream in listener.incoming().flatten() {
+        std::thread::spawn(move || {
+            use std::os::fd::OwnedFd;
+            echo(OwnedFd::from(stream));
+        });
+    }
+}
+
 fn main() {
     if let Err(e) = pid1::mount_kernel_filesystems(Path::new("/")) {
         println!("{MARKER}: error: {e}");
@@ -132,6 +163,9 @@ fn main() {
     let mode = cmdline_value("test_init.mode");
     if mode.as_deref() == Some("blk") {
         blk_check();
+    }
+    if mode.as_deref() == Some("net") {
+        net_echo();
     }
     if mode.as_deref() == Some("sleep") {
         loop {
