@@ -1,8 +1,8 @@
 //! The VMM API: actions, their answers and errors.
 
 use crate::config::{
-    BlockDeviceConfigInfo, BootSourceConfig, NetworkInterfaceConfig, VmConfigInfo,
-    VsockDeviceConfigInfo,
+    BlockDeviceConfigInfo, BootSourceConfig, FsDeviceConfigInfo, NetworkInterfaceConfig,
+    VmConfigInfo, VsockDeviceConfigInfo,
 };
 
 /// A request to the VMM.
@@ -16,6 +16,8 @@ pub enum VmmAction {
     InsertBlockDevice(BlockDeviceConfigInfo),
     /// Adds a network interface (before start).
     InsertNetworkDevice(NetworkInterfaceConfig),
+    /// Adds a virtio-fs device (before start).
+    InsertFsDevice(FsDeviceConfigInfo),
     /// Adds the vsock device (before start).
     InsertVsockDevice(VsockDeviceConfigInfo),
     /// Creates and boots the VM.

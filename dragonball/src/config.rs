@@ -123,3 +123,12 @@ pub struct NetworkInterfaceConfig {
     /// Guest MAC "aa:bb:cc:dd:ee:ff"; a locally administered one is derived when absent.
     pub guest_mac: Option<String>,
 }
+
+/// A virtio-fs device served inline by the VMM (fuse-backend-rs passthrough).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FsDeviceConfigInfo {
+    /// Mount tag (Kata uses `kataShared`).
+    pub tag: String,
+    /// Host directory shared with the guest.
+    pub shared_dir: PathBuf,
+}

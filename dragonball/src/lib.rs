@@ -16,7 +16,7 @@ pub mod vmm;
 
 pub use api::{InstanceState, VmmAction, VmmActionError, VmmData};
 pub use config::{
-    BlockDeviceConfigInfo, BootSourceConfig, ConsoleConfig, NetworkInterfaceConfig, VmConfigInfo,
-    VsockDeviceConfigInfo,
+    BlockDeviceConfigInfo, BootSourceConfig, ConsoleConfig, FsDeviceConfigInfo,
+    NetworkInterfaceConfig, VmConfigInfo, VsockDeviceConfigInfo,
 };
 pub use vmm::{VmmClient, start_vmm_thread};

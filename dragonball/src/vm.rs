@@ -8,8 +8,8 @@ use kvm_ioctls::{Kvm, VmFd};
 use crate::api::{InstanceState, VmmActionError};
 use crate::arch;
 use crate::config::{
-    BlockDeviceConfigInfo, BootSourceConfig, MAX_VCPUS, NetworkInterfaceConfig, VmConfigInfo,
-    VsockDeviceConfigInfo,
+    BlockDeviceConfigInfo, BootSourceConfig, FsDeviceConfigInfo, MAX_VCPUS, NetworkInterfaceConfig,
+    VmConfigInfo, VsockDeviceConfigInfo,
 };
 use crate::console::Console;
 use crate::device_manager::{DeviceManager, Subscriber};
@@ -108,6 +108,7 @@ pub struct Vm {
     vsock: Option<VsockDeviceConfigInfo>,
     blocks: Vec<BlockDeviceConfigInfo>,
     nets: Vec<(NetworkInterfaceConfig, [u8; 6])>,
+    fs: Vec<FsDeviceConfigInfo>,
     state: InstanceState,
     running: Option<Running>,
 }
@@ -120,6 +121,7 @@ impl Default for Vm {
             vsock: None,
             blocks: Vec::new(),
             nets: Vec::new(),
+            fs: Vec::new(),
             state: InstanceState::Uninitialized,
             running: None,
         }
@@ -285,6 +287,26 @@ impl Vm {
         Ok(())
     }
 
+    /// Adds a virtio-fs device.
+    pub fn insert_fs(&mut self, fs: FsDeviceConfigInfo) -> Result<(), VmmActionError> {
+        self.before_start("InsertFsDevice")?;
+        let bad = |m: String| Err(VmmActionError::InvalidDevice(m));
+        if fs.tag.is_empty() || fs.tag.len() > 36 || self.fs.iter().any(|f| f.tag == fs.tag) {
+            return bad(format!(
+                "virtio-fs tag '{}' must be 1 to 36 bytes and unique",
+                fs.tag
+            ));
+        }
+        if !fs.shared_dir.is_dir() {
+            return bad(format!(
+                "virtio-fs shared dir '{}' is not a directory",
+                fs.shared_dir.display()
+            ));
+        }
+        self.fs.push(fs);
+        Ok(())
+    }
+
     /// Creates and boots the VM; returns the event-loop subscribers its devices need.
     pub fn start(&mut self, exit: Arc<VmExit>) -> Result<Vec<Subscriber>, VmmActionError> {
         self.before_start("StartMicroVm")?;
@@ -337,6 +359,16 @@ impl Vm {
             let (device, handler) = dbs_virtio_devices::block::BlockDevice::new(&config)
                 .map_err(|e| StartError::Devices(e.to_string()))?;
             virtio_devices.push(("block", Box::new(device)));
+            subscribers.push(handler);
+        }
+        for fs in &self.fs {
+            let config = dbs_virtio_devices::fs::FsConfig {
+                tag: fs.tag.clone(),
+                shared_dir: fs.shared_dir.clone(),
+            };
+            let (device, handler) = dbs_virtio_devices::fs::FsDevice::new(&config)
+                .map_err(|e| StartError::Devices(e.to_string()))?;
+            virtio_devices.push(("virtio-fs", Box::new(device)));
             subscribers.push(handler);
         }
         for (net, mac) in &self.nets {

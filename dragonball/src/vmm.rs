@@ -98,6 +98,7 @@ impl Vmm {
             VmmAction::InsertVsockDevice(v) => self.vm.insert_vsock(v).map(|_| VmmData::Empty),
             VmmAction::InsertBlockDevice(b) => self.vm.insert_block(b).map(|_| VmmData::Empty),
             VmmAction::InsertNetworkDevice(n) => self.vm.insert_net(n).map(|_| VmmData::Empty),
+            VmmAction::InsertFsDevice(f) => self.vm.insert_fs(f).map(|_| VmmData::Empty),
             VmmAction::StartMicroVm => self.vm.start(self.exit.clone()).map(|subscribers| {
                 for s in subscribers {
                     events.add_subscriber(s);

@@ -844,3 +844,66 @@ fn net_echo_in_private_netns() {
     client.request(VmmAction::ShutdownMicroVm).unwrap();
     assert_eq!(vmm.join().unwrap(), 0);
 }
+
+fn fnv1a(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+#[test]
+fn inline_virtio_fs_reads_writes_and_lists_a_host_directory() {
+    use dragonball::FsDeviceConfigInfo;
+    if !kvm_or_skip("inline_virtio_fs_reads_writes_and_lists_a_host_directory") {
+        return;
+    }
+    let dir = Scratch::new("fs");
+    let shared = dir.0.join("shared");
+    std::fs::create_dir_all(shared.join("many")).unwrap();
+    let data: Vec<u8> = (0..(1u32 << 20))
+        .map(|i| (i.wrapping_mul(2_246_822_519) >> 11) as u8)
+        .collect();
+    std::fs::write(shared.join("host.bin"), &data).unwrap();
+    for i in 0..1000 {
+        std::fs::write(shared.join("many").join(format!("f{i:04}")), i.to_string()).unwrap();
+    }
+    let console = dir.0.join("console");
+    let before = resources();
+    let (client, vmm) = start_vmm_thread().unwrap();
+    client
+        .request(VmmAction::SetVmConfiguration(config(1, 128, &console)))
+        .unwrap();
+    client
+        .request(VmmAction::ConfigureBootSource(test_initrd_boot(
+            "console=ttyS0 panic=-1 quiet test_init.mode=fs",
+        )))
+        .unwrap();
+    client
+        .request(VmmAction::InsertFsDevice(FsDeviceConfigInfo {
+            tag: "kataShared".into(),
+            shared_dir: shared.clone(),
+        }))
+        .unwrap();
+    client.request(VmmAction::StartMicroVm).unwrap();
+    assert_eq!(vmm.join().unwrap(), 0);
+    drop(client);
+    let text = std::fs::read_to_string(&console).unwrap();
+    assert!(
+        text.contains(&format!(
+            "fs host.bin len={} fnv={:016x}",
+            data.len(),
+            fnv1a(&data)
+        )),
+        "guest saw different host.bin bytes:\n{text}"
+    );
+    assert!(text.contains("fs many=1000"), "{text}");
+    let written =
+        std::fs::read(shared.join("from-guest.txt")).expect("the guest's file on the host");
+    let expected: String = (0..1000).map(|i| format!("guest line {i}\n")).collect();
+    assert_eq!(written, expected.as_bytes());
+    assert!(
+        text.contains(&format!("fs wrote fnv={:016x}", fnv1a(expected.as_bytes()))),
+        "{text}"
+    );
+    assert_eq!(resources_settled(before), before, "threads/fds left behind");
+}

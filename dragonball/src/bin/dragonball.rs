@@ -3,19 +3,19 @@
 //! ```text
 //! dragonball --kernel PATH [--initrd PATH] [--cmdline STR] [--vcpus N] [--mem MIB]
 //!            [--console stdout|none|file:PATH|socket:PATH] [--vsock-cid N --vsock-uds PATH]
-//!            [--block PATH[:ro]]... [--net TAP[,MAC]]... [--check-leaks]
+//!            [--block PATH[:ro]]... [--net TAP[,MAC]]... [--fs TAG:DIR]... [--check-leaks]
 //! ```
 
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use dragonball::{
-    BlockDeviceConfigInfo, BootSourceConfig, ConsoleConfig, NetworkInterfaceConfig, VmConfigInfo,
-    VmmAction, VsockDeviceConfigInfo, start_vmm_thread,
+    BlockDeviceConfigInfo, BootSourceConfig, ConsoleConfig, FsDeviceConfigInfo,
+    NetworkInterfaceConfig, VmConfigInfo, VmmAction, VsockDeviceConfigInfo, start_vmm_thread,
 };
 
 const USAGE: &str = "usage: dragonball --kernel PATH [--initrd PATH] [--cmdline STR] [--vcpus N] \
-[--mem MIB] [--console stdout|none|file:PATH|socket:PATH] [--vsock-cid N --vsock-uds PATH] [--block PATH[:ro]]... [--net TAP[,MAC]]... [--check-leaks]";
+[--mem MIB] [--console stdout|none|file:PATH|socket:PATH] [--vsock-cid N --vsock-uds PATH] [--block PATH[:ro]]... [--net TAP[,MAC]]... [--fs TAG:DIR]... [--check-leaks]";
 
 struct Args {
     boot: BootSourceConfig,
@@ -23,6 +23,7 @@ struct Args {
     vsock: Option<VsockDeviceConfigInfo>,
     blocks: Vec<BlockDeviceConfigInfo>,
     nets: Vec<NetworkInterfaceConfig>,
+    fs: Vec<FsDeviceConfigInfo>,
     check_leaks: bool,
 }
 
@@ -36,6 +37,7 @@ fn parse_args() -> Result<Args> {
     let mut vsock_uds = None;
     let mut blocks = Vec::new();
     let mut nets = Vec::new();
+    let mut fs = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || {
@@ -95,6 +97,16 @@ fn parse_args() -> Result<Args> {
                     guest_mac: mac,
                 });
             }
+            "--fs" => {
+                let v = value()?;
+                let (tag, dir) = v
+                    .split_once(':')
+                    .with_context(|| format!("--fs '{v}': expected TAG:DIR"))?;
+                fs.push(FsDeviceConfigInfo {
+                    tag: tag.to_string(),
+                    shared_dir: dir.into(),
+                });
+            }
             "--check-leaks" => check_leaks = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -122,6 +134,7 @@ fn parse_args() -> Result<Args> {
         vsock,
         blocks,
         nets,
+        fs,
         check_leaks,
     })
 }
@@ -139,6 +152,9 @@ fn run() -> Result<i32> {
     let (client, vmm) = start_vmm_thread().context("starting the VMM thread")?;
     client.request(VmmAction::SetVmConfiguration(args.config))?;
     client.request(VmmAction::ConfigureBootSource(args.boot))?;
+    for f in args.fs {
+        client.request(VmmAction::InsertFsDevice(f))?;
+    }
     for net in args.nets {
         client.request(VmmAction::InsertNetworkDevice(net))?;
     }

@@ -7,6 +7,7 @@
 
 pub mod block;
 pub mod device;
+pub mod fs;
 pub mod mmio;
 pub mod net;
 pub mod vsock;

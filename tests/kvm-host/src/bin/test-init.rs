@@ -5,6 +5,8 @@
 //! - (absent) power the VM off;
 //! - `sleep`: stay up until the VMM stops the VM (for measurements);
 //! - `blk`: read the head and serial of /dev/vda, write a pattern at 4 KiB, power off;
+//! - `fs`: mount virtio-fs tag `kataShared` at /mnt, hash /mnt/host.bin, write
+//!   /mnt/from-guest.txt, count /mnt/many, power off;
 //! - `net`: give eth0 the address `test_init.ip=` (CIDR) and echo TCP port 7777 until
 //!   the VMM stops the VM;
 //! - `vsock-echo`: echo every stream accepted on vsock port 1234, and open
@@ -123,6 +125,51 @@ fn blk_check() {
     }
 }
 
+/// FNV-1a 64 of `data` (what the host side recomputes).
+fn fnv1a(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+/// Exercises a virtio-fs share: read, write, list.
+fn fs_check() {
+    use nix::mount::{MsFlags, mount, umount};
+    let target = Path::new("/mnt");
+    let _ = std::fs::create_dir_all(target);
+    if let Err(e) = mount(
+        Some("kataShared"),
+        target,
+        Some("virtiofs"),
+        MsFlags::empty(),
+        None::<&str>,
+    ) {
+        println!("{MARKER}: fs mount failed: {e}");
+        return;
+    }
+    match std::fs::read("/mnt/host.bin") {
+        Ok(d) => println!(
+            "{MARKER}: fs host.bin len={} fnv={:016x}",
+            d.len(),
+            fnv1a(&d)
+        ),
+        Err(e) => println!("{MARKER}: fs read failed: {e}"),
+    }
+    let text: String = (0..1000).map(|i| format!("guest line {i}\n")).collect();
+    match std::fs::write("/mnt/from-guest.txt", &text) {
+        Ok(()) => println!("{MARKER}: fs wrote fnv={:016x}", fnv1a(text.as_bytes())),
+        Err(e) => println!("{MARKER}: fs write failed: {e}"),
+    }
+    match std::fs::read_dir("/mnt/many") {
+        Ok(d) => println!("{MARKER}: fs many={}", d.count()),
+        Err(e) => println!("{MARKER}: fs list failed: {e}"),
+    }
+    nix::unistd::sync();
+    if let Err(e) = umount(target) {
+        println!("{MARKER}: fs umount failed: {e}");
+    }
+}
+
 /// Configures eth0 and echoes TCP port 7777 forever.
 fn net_echo() {
     let cidr = cmdline_value("test_init.ip").unwrap_or_default();
@@ -163,6 +210,9 @@ fn main() {
     let mode = cmdline_value("test_init.mode");
     if mode.as_deref() == Some("blk") {
         blk_check();
+    }
+    if mode.as_deref() == Some("fs") {
+        fs_check();
     }
     if mode.as_deref() == Some("net") {
         net_echo();
