@@ -23,7 +23,7 @@ $(error ARCH=$(ARCH) is not supported: use riscv64 or x86_64)
 endif
 
 .PHONY: help setup build host static kernel busybox initrd pause images kvm-artifacts kvm-host \
-        vm-tests vm-suite bench \
+        vm-tests vm-suite bench virtiofsd \
         lint test test-riscv64 clean
 
 help:
@@ -85,8 +85,15 @@ images:
 	    --entrypoint '["/pause"]'; \
 	done
 
-# Everything a KVM test host of ARCH needs: kernel, static binaries, busybox (riscv64).
-kvm-artifacts: kernel static
+# A static virtiofsd for ARCH (riscv64: cross-built; x86_64: the one `make setup` installs).
+virtiofsd:
+	mkdir -p $(OUT)/$(ARCH)
+	if [[ $(ARCH) == riscv64 ]]; then bin=$$(scripts/virtiofsd-riscv64.sh); \
+	else bin=$$(command -v virtiofsd); fi; ln -sfn $$bin $(OUT)/$(ARCH)/virtiofsd
+
+# Everything a KVM test host of ARCH needs: kernel, static binaries, busybox (riscv64),
+# virtiofsd.
+kvm-artifacts: kernel static virtiofsd
 	if [[ $(ARCH) == riscv64 ]]; then $(MAKE) --no-print-directory busybox ARCH=riscv64; fi
 
 # Test executables of the crates that run inside a KVM test host, built for ARCH.

@@ -12,7 +12,7 @@ sudo=""
 bookworm_pkgs=(
   linux-source-6.12 gcc-riscv64-linux-gnu libc6-dev-riscv64-cross
   make bc bison flex libelf-dev libssl-dev cpio xz-utils dpkg-dev pkg-config
-  containerd runc busybox-static libseccomp-dev libcap-ng-dev iproute2
+  containerd runc busybox-static libseccomp-dev libcap-ng-dev iproute2 gperf
 )
 backports_pkgs=(qemu-system-misc qemu-system-x86 opensbi)
 

@@ -124,11 +124,26 @@ pub struct NetworkInterfaceConfig {
     pub guest_mac: Option<String>,
 }
 
-/// A virtio-fs device served inline by the VMM (fuse-backend-rs passthrough).
+/// A virtio-fs device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FsDeviceConfigInfo {
     /// Mount tag (Kata uses `kataShared`).
     pub tag: String,
-    /// Host directory shared with the guest.
-    pub shared_dir: PathBuf,
+    /// Who serves it.
+    pub backend: FsBackend,
+}
+
+/// The two virtio-fs backends, as Kata's `shared_fs` names them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FsBackend {
+    /// `inline-virtio-fs`: the FUSE server runs inside the VMM on `shared_dir`.
+    Inline {
+        /// Host directory shared with the guest.
+        shared_dir: PathBuf,
+    },
+    /// `virtio-fs`: an external virtiofsd serving vhost-user on `socket`.
+    VhostUser {
+        /// virtiofsd's socket.
+        socket: PathBuf,
+    },
 }

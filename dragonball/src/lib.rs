@@ -16,7 +16,7 @@ pub mod vmm;
 
 pub use api::{InstanceState, VmmAction, VmmActionError, VmmData};
 pub use config::{
-    BlockDeviceConfigInfo, BootSourceConfig, ConsoleConfig, FsDeviceConfigInfo,
+    BlockDeviceConfigInfo, BootSourceConfig, ConsoleConfig, FsBackend, FsDeviceConfigInfo,
     NetworkInterfaceConfig, VmConfigInfo, VsockDeviceConfigInfo,
 };
 pub use vmm::{VmmClient, start_vmm_thread};

@@ -8,8 +8,8 @@ use kvm_ioctls::{Kvm, VmFd};
 use crate::api::{InstanceState, VmmActionError};
 use crate::arch;
 use crate::config::{
-    BlockDeviceConfigInfo, BootSourceConfig, FsDeviceConfigInfo, MAX_VCPUS, NetworkInterfaceConfig,
-    VmConfigInfo, VsockDeviceConfigInfo,
+    BlockDeviceConfigInfo, BootSourceConfig, FsBackend, FsDeviceConfigInfo, MAX_VCPUS,
+    NetworkInterfaceConfig, VmConfigInfo, VsockDeviceConfigInfo,
 };
 use crate::console::Console;
 use crate::device_manager::{DeviceManager, Subscriber};
@@ -297,11 +297,20 @@ impl Vm {
                 fs.tag
             ));
         }
-        if !fs.shared_dir.is_dir() {
-            return bad(format!(
-                "virtio-fs shared dir '{}' is not a directory",
-                fs.shared_dir.display()
-            ));
+        match &fs.backend {
+            FsBackend::Inline { shared_dir } if !shared_dir.is_dir() => {
+                return bad(format!(
+                    "virtio-fs shared dir '{}' is not a directory",
+                    shared_dir.display()
+                ));
+            }
+            FsBackend::VhostUser { socket } if !socket.exists() => {
+                return bad(format!(
+                    "virtiofsd socket '{}' does not exist (is virtiofsd running?)",
+                    socket.display()
+                ));
+            }
+            _ => {}
         }
         self.fs.push(fs);
         Ok(())
@@ -362,14 +371,26 @@ impl Vm {
             subscribers.push(handler);
         }
         for fs in &self.fs {
-            let config = dbs_virtio_devices::fs::FsConfig {
-                tag: fs.tag.clone(),
-                shared_dir: fs.shared_dir.clone(),
-            };
-            let (device, handler) = dbs_virtio_devices::fs::FsDevice::new(&config)
-                .map_err(|e| StartError::Devices(e.to_string()))?;
-            virtio_devices.push(("virtio-fs", Box::new(device)));
-            subscribers.push(handler);
+            let dev_err = |e: &dyn std::fmt::Display| StartError::Devices(e.to_string());
+            match &fs.backend {
+                FsBackend::Inline { shared_dir } => {
+                    let config = dbs_virtio_devices::fs::FsConfig {
+                        tag: fs.tag.clone(),
+                        shared_dir: shared_dir.clone(),
+                    };
+                    let (device, handler) =
+                        dbs_virtio_devices::fs::FsDevice::new(&config).map_err(|e| dev_err(&e))?;
+                    virtio_devices.push(("virtio-fs", Box::new(device)));
+                    subscribers.push(handler);
+                }
+                FsBackend::VhostUser { socket } => {
+                    let (device, handler) =
+                        dbs_virtio_devices::fs::VhostUserFsDevice::new(&fs.tag, socket)
+                            .map_err(|e| dev_err(&e))?;
+                    virtio_devices.push(("virtio-fs", Box::new(device)));
+                    subscribers.push(handler);
+                }
+            }
         }
         for (net, mac) in &self.nets {
             let config = dbs_virtio_devices::net::NetConfig {

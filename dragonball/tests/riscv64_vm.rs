@@ -851,14 +851,9 @@ fn fnv1a(data: &[u8]) -> u64 {
     })
 }
 
-#[test]
-fn inline_virtio_fs_reads_writes_and_lists_a_host_directory() {
-    use dragonball::FsDeviceConfigInfo;
-    if !kvm_or_skip("inline_virtio_fs_reads_writes_and_lists_a_host_directory") {
-        return;
-    }
-    let dir = Scratch::new("fs");
-    let shared = dir.0.join("shared");
+/// A host directory for virtio-fs tests: 1 MiB host.bin and 1000 small files.
+fn fs_share(dir: &Path) -> (PathBuf, Vec<u8>) {
+    let shared = dir.join("shared");
     std::fs::create_dir_all(shared.join("many")).unwrap();
     let data: Vec<u8> = (0..(1u32 << 20))
         .map(|i| (i.wrapping_mul(2_246_822_519) >> 11) as u8)
@@ -867,7 +862,13 @@ fn inline_virtio_fs_reads_writes_and_lists_a_host_directory() {
     for i in 0..1000 {
         std::fs::write(shared.join("many").join(format!("f{i:04}")), i.to_string()).unwrap();
     }
-    let console = dir.0.join("console");
+    (shared, data)
+}
+
+/// Boots the fs test guest on `backend` and checks what it saw and wrote.
+fn fs_round_trip(dir: &Path, shared: &Path, data: &[u8], backend: dragonball::FsBackend) {
+    use dragonball::FsDeviceConfigInfo;
+    let console = dir.join("console");
     let before = resources();
     let (client, vmm) = start_vmm_thread().unwrap();
     client
@@ -881,7 +882,7 @@ fn inline_virtio_fs_reads_writes_and_lists_a_host_directory() {
     client
         .request(VmmAction::InsertFsDevice(FsDeviceConfigInfo {
             tag: "kataShared".into(),
-            shared_dir: shared.clone(),
+            backend,
         }))
         .unwrap();
     client.request(VmmAction::StartMicroVm).unwrap();
@@ -892,7 +893,7 @@ fn inline_virtio_fs_reads_writes_and_lists_a_host_directory() {
         text.contains(&format!(
             "fs host.bin len={} fnv={:016x}",
             data.len(),
-            fnv1a(&data)
+            fnv1a(data)
         )),
         "guest saw different host.bin bytes:\n{text}"
     );
@@ -905,5 +906,150 @@ fn inline_virtio_fs_reads_writes_and_lists_a_host_directory() {
         text.contains(&format!("fs wrote fnv={:016x}", fnv1a(expected.as_bytes()))),
         "{text}"
     );
+    assert_eq!(resources_settled(before), before, "threads/fds left behind");
+}
+
+#[test]
+fn inline_virtio_fs_reads_writes_and_lists_a_host_directory() {
+    if !kvm_or_skip("inline_virtio_fs_reads_writes_and_lists_a_host_directory") {
+        return;
+    }
+    let dir = Scratch::new("fs");
+    let (shared, data) = fs_share(&dir.0);
+    fs_round_trip(
+        &dir.0,
+        &shared,
+        &data,
+        dragonball::FsBackend::Inline {
+            shared_dir: shared.clone(),
+        },
+    );
+}
+
+/// virtiofsd on `socket` sharing `shared`; killed on drop.
+struct Virtiofsd(std::process::Child);
+
+impl Virtiofsd {
+    fn start(socket: &Path, shared: &Path) -> Self {
+        let child = std::process::Command::new(artifacts::binary(Arch::Riscv64, "virtiofsd"))
+            .arg(format!("--socket-path={}", socket.display()))
+            .arg(format!("--shared-dir={}", shared.display()))
+            .args(["--cache=auto", "--sandbox=none", "--seccomp=none"])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("starting virtiofsd (make kvm-artifacts builds it)");
+        let start = Instant::now();
+        while !socket.exists() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "virtiofsd never created its socket"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Virtiofsd(child)
+    }
+}
+
+impl Drop for Virtiofsd {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn virtiofsd_virtio_fs_reads_writes_and_lists_a_host_directory() {
+    if !kvm_or_skip("virtiofsd_virtio_fs_reads_writes_and_lists_a_host_directory") {
+        return;
+    }
+    let dir = Scratch::new("vfsd");
+    let (shared, data) = fs_share(&dir.0);
+    let socket = dir.0.join("vfsd.sock");
+    let _daemon = Virtiofsd::start(&socket, &shared);
+    fs_round_trip(
+        &dir.0,
+        &shared,
+        &data,
+        dragonball::FsBackend::VhostUser { socket },
+    );
+}
+
+#[test]
+fn virtiofsd_absent_or_killed_is_an_error_not_a_hang() {
+    use dragonball::{FsBackend, FsDeviceConfigInfo};
+    if !kvm_or_skip("virtiofsd_absent_or_killed_is_an_error_not_a_hang") {
+        return;
+    }
+    let dir = Scratch::new("vfsd-kill");
+    let shared = dir.0.join("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    let socket = dir.0.join("vfsd.sock");
+    let console = dir.0.join("console");
+    let fs = |socket: &Path| FsDeviceConfigInfo {
+        tag: "kataShared".into(),
+        backend: FsBackend::VhostUser {
+            socket: socket.to_path_buf(),
+        },
+    };
+    let setup = || {
+        let (client, vmm) = start_vmm_thread().unwrap();
+        client
+            .request(VmmAction::SetVmConfiguration(config(1, 128, &console)))
+            .unwrap();
+        client
+            .request(VmmAction::ConfigureBootSource(test_initrd_boot(
+                "console=ttyS0 panic=-1 quiet test_init.mode=sleep",
+            )))
+            .unwrap();
+        (client, vmm)
+    };
+    // No virtiofsd at all: refused at insert time, naming the socket.
+    let (client, vmm) = setup();
+    let e = client
+        .request(VmmAction::InsertFsDevice(fs(&socket)))
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("vfsd.sock") && e.to_string().contains("virtiofsd"),
+        "{e}"
+    );
+    // A dead socket file (nobody listening): StartMicroVm fails clearly, no hang.
+    let stale = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    client
+        .request(VmmAction::InsertFsDevice(fs(&socket)))
+        .unwrap();
+    drop(stale);
+    let e = client.request(VmmAction::StartMicroVm).unwrap_err();
+    assert!(e.to_string().contains("virtiofsd socket"), "{e}");
+    client.request(VmmAction::ShutdownMicroVm).unwrap();
+    vmm.join().unwrap();
+    std::fs::remove_file(&socket).unwrap();
+
+    // virtiofsd killed while the VM runs: the VM still shuts down cleanly.
+    let before = resources();
+    let mut daemon = Virtiofsd::start(&socket, &shared);
+    let (client, vmm) = setup();
+    client
+        .request(VmmAction::InsertFsDevice(fs(&socket)))
+        .unwrap();
+    client.request(VmmAction::StartMicroVm).unwrap();
+    let start = Instant::now();
+    while !std::fs::read_to_string(&console)
+        .unwrap_or_default()
+        .contains("KATA-RV-TEST-INIT: booted")
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "guest did not boot"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    daemon.0.kill().unwrap();
+    daemon.0.wait().unwrap();
+    drop(daemon);
+    std::thread::sleep(Duration::from_millis(200));
+    client.request(VmmAction::ShutdownMicroVm).unwrap();
+    assert_eq!(vmm.join().unwrap(), 0);
+    drop(client);
+    let _ = std::fs::remove_file(&socket);
     assert_eq!(resources_settled(before), before, "threads/fds left behind");
 }

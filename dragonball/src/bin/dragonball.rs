@@ -3,19 +3,19 @@
 //! ```text
 //! dragonball --kernel PATH [--initrd PATH] [--cmdline STR] [--vcpus N] [--mem MIB]
 //!            [--console stdout|none|file:PATH|socket:PATH] [--vsock-cid N --vsock-uds PATH]
-//!            [--block PATH[:ro]]... [--net TAP[,MAC]]... [--fs TAG:DIR]... [--check-leaks]
+//!            [--block PATH[:ro]]... [--net TAP[,MAC]]... [--fs TAG:DIR]... [--fs-vhost TAG:SOCKET]... [--check-leaks]
 //! ```
 
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use dragonball::{
-    BlockDeviceConfigInfo, BootSourceConfig, ConsoleConfig, FsDeviceConfigInfo,
+    BlockDeviceConfigInfo, BootSourceConfig, ConsoleConfig, FsBackend, FsDeviceConfigInfo,
     NetworkInterfaceConfig, VmConfigInfo, VmmAction, VsockDeviceConfigInfo, start_vmm_thread,
 };
 
 const USAGE: &str = "usage: dragonball --kernel PATH [--initrd PATH] [--cmdline STR] [--vcpus N] \
-[--mem MIB] [--console stdout|none|file:PATH|socket:PATH] [--vsock-cid N --vsock-uds PATH] [--block PATH[:ro]]... [--net TAP[,MAC]]... [--fs TAG:DIR]... [--check-leaks]";
+[--mem MIB] [--console stdout|none|file:PATH|socket:PATH] [--vsock-cid N --vsock-uds PATH] [--block PATH[:ro]]... [--net TAP[,MAC]]... [--fs TAG:DIR]... [--fs-vhost TAG:SOCKET]... [--check-leaks]";
 
 struct Args {
     boot: BootSourceConfig,
@@ -104,7 +104,21 @@ fn parse_args() -> Result<Args> {
                     .with_context(|| format!("--fs '{v}': expected TAG:DIR"))?;
                 fs.push(FsDeviceConfigInfo {
                     tag: tag.to_string(),
-                    shared_dir: dir.into(),
+                    backend: FsBackend::Inline {
+                        shared_dir: dir.into(),
+                    },
+                });
+            }
+            "--fs-vhost" => {
+                let v = value()?;
+                let (tag, sock) = v
+                    .split_once(':')
+                    .with_context(|| format!("--fs-vhost '{v}': expected TAG:SOCKET"))?;
+                fs.push(FsDeviceConfigInfo {
+                    tag: tag.to_string(),
+                    backend: FsBackend::VhostUser {
+                        socket: sock.into(),
+                    },
                 });
             }
             "--check-leaks" => check_leaks = true,

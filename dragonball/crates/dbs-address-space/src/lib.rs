@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::VmFd;
-use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vm_memory::{FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 /// Guest memory shared by the VM, vCPUs and devices.
 pub type GuestMemory = Arc<GuestMemoryMmap<()>>;
@@ -33,12 +33,18 @@ pub enum MemoryError {
 
 /// Allocates `size` bytes of RAM at `base` and registers it with `vm`.
 pub fn create(vm: &VmFd, base: u64, size: u64) -> Result<GuestMemory, MemoryError> {
-    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(base), size as usize)]).map_err(
-        |e| MemoryError::Allocate {
-            size_mib: (size >> 20) as usize,
-            reason: e.to_string(),
-        },
-    )?;
+    let alloc_err = |reason: String| MemoryError::Allocate {
+        size_mib: (size >> 20) as usize,
+        reason,
+    };
+    // A memfd, mapped shared: vhost-user backends (virtiofsd) map the same pages.
+    let file = memfd(size).map_err(|e| alloc_err(format!("memfd: {e}")))?;
+    let mem = GuestMemoryMmap::<()>::from_ranges_with_files([(
+        GuestAddress(base),
+        size as usize,
+        Some(FileOffset::new(file, 0)),
+    )])
+    .map_err(|e| alloc_err(e.to_string()))?;
     for (slot, region) in mem.iter().enumerate() {
         let slot = slot as u32;
         let host = region
@@ -60,4 +66,18 @@ pub fn create(vm: &VmFd, base: u64, size: u64) -> Result<GuestMemory, MemoryErro
             .map_err(|source| MemoryError::Register { slot, source })?;
     }
     Ok(Arc::new(mem))
+}
+
+/// An anonymous memory file of `size` bytes.
+fn memfd(size: u64) -> std::io::Result<std::fs::File> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: a valid NUL-terminated name and flags; the result is checked.
+    let fd = unsafe { libc::memfd_create(c"dragonball-guest-ram".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+    let file = unsafe { std::fs::File::from_raw_fd(fd) };
+    file.set_len(size)?;
+    Ok(file)
 }

@@ -6,11 +6,13 @@
 //! addresses) and of its queues (same ring addresses).
 
 mod handler;
+mod vhost_user;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 pub use handler::FsHandler;
+pub use vhost_user::{VhostUserFsDevice, VhostUserFsError, VhostUserFsHandler};
 
 use crate::device::{
     ActivateContext, ActivateError, Handoff, Pending, VIRTIO_F_VERSION_1, VirtioDevice,
