@@ -33,7 +33,7 @@ help:
 	@echo "make initrd ARCH=a         test initrd (static test init as /init)"
 	@echo "make images                OCI image tarballs: busybox + pause, both arches"
 	@echo "make kvm-host ARCH=a CMD=c run CMD inside the KVM test host of ARCH"
-	@echo "make bench BENCH=boot      boot benchmark (riscv64, inside the KVM test host)"
+	@echo "make bench BENCH=boot|fs   boot / virtio-fs benchmarks (riscv64, in the KVM test host)"
 	@echo "make test                  the whole test suite (what CI runs)"
 	@echo "make test-riscv64          the riscv64 KVM-host suites alone"
 	@echo "make clean                 remove build outputs (keeps the cache)"
@@ -118,8 +118,8 @@ vm-suite: kvm-artifacts initrd vm-tests
 # Benchmarks print figures (and ratios against a baseline where one exists); BENCH=boot.
 BENCH ?= boot
 bench: kvm-artifacts initrd
-	$(CARGO) build --release --target $(static_target_riscv64) -p kata-rv-bench --bin boot-bench
-	cp -f $(TARGET_DIR)/$(static_target_riscv64)/release/boot-bench $(OUT)/riscv64/boot-bench
+	$(CARGO) build --release --target $(static_target_riscv64) -p kata-rv-bench --bins
+	cp -f $(TARGET_DIR)/$(static_target_riscv64)/release/{boot-bench,fs-bench} $(OUT)/riscv64/
 	$(CARGO) build --release -p kvm-host --bin kvm-host
 	bench/$(BENCH).sh
 

@@ -7,6 +7,8 @@
 //! - `blk`: read the head and serial of /dev/vda, write a pattern at 4 KiB, power off;
 //! - `fs`: mount virtio-fs tag `kataShared` at /mnt, hash /mnt/host.bin, write
 //!   /mnt/from-guest.txt, count /mnt/many, power off;
+//! - `fsbench`: mount `kataShared`, time a sequential read of /mnt/big.bin and a stat
+//!   walk of /mnt/tree, print the figures, power off;
 //! - `net`: give eth0 the address `test_init.ip=` (CIDR) and echo TCP port 7777 until
 //!   the VMM stops the VM;
 //! - `vsock-echo`: echo every stream accepted on vsock port 1234, and open
@@ -170,6 +172,58 @@ fn fs_check() {
     }
 }
 
+/// Sequential read MiB/s of `file` and the time to stat every entry under `tree`.
+pub fn fs_workload(file: &Path, tree: &Path) -> std::io::Result<(f64, f64, usize)> {
+    let start = std::time::Instant::now();
+    let mut f = std::fs::File::open(file)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0usize;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        total += n;
+    }
+    let read_mib_s = total as f64 / (1 << 20) as f64 / start.elapsed().as_secs_f64();
+    let start = std::time::Instant::now();
+    let mut stack = vec![tree.to_path_buf()];
+    let mut entries = 0usize;
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir)? {
+            let path = e?.path();
+            let meta = std::fs::symlink_metadata(&path)?;
+            entries += 1;
+            if meta.is_dir() {
+                stack.push(path);
+            }
+        }
+    }
+    Ok((read_mib_s, start.elapsed().as_secs_f64() * 1e3, entries))
+}
+
+fn fs_bench() {
+    use nix::mount::{MsFlags, mount};
+    let target = Path::new("/mnt");
+    let _ = std::fs::create_dir_all(target);
+    if let Err(e) = mount(
+        Some("kataShared"),
+        target,
+        Some("virtiofs"),
+        MsFlags::empty(),
+        None::<&str>,
+    ) {
+        println!("{MARKER}: fsbench mount failed: {e}");
+        return;
+    }
+    match fs_workload(&target.join("big.bin"), &target.join("tree")) {
+        Ok((mib_s, walk_ms, n)) => {
+            println!("{MARKER}: fsbench read_mib_s={mib_s:.1} walk_ms={walk_ms:.1} entries={n}")
+        }
+        Err(e) => println!("{MARKER}: fsbench failed: {e}"),
+    }
+}
+
 /// Configures eth0 and echoes TCP port 7777 forever.
 fn net_echo() {
     let cidr = cmdline_value("test_init.ip").unwrap_or_default();
@@ -213,6 +267,9 @@ fn main() {
     }
     if mode.as_deref() == Some("fs") {
         fs_check();
+    }
+    if mode.as_deref() == Some("fsbench") {
+        fs_bench();
     }
     if mode.as_deref() == Some("net") {
         net_echo();

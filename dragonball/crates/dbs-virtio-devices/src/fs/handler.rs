@@ -37,6 +37,7 @@ pub struct FsHandler {
 
 impl FsHandler {
     pub(super) fn new(shared_dir: &Path, control: Arc<Handoff>) -> std::io::Result<Self> {
+        raise_fd_limit();
         let cfg = Config {
             root_dir: shared_dir.display().to_string(),
             do_import: true,
@@ -140,6 +141,33 @@ impl FsHandler {
         }
         if used && queue.needs_notification(&a.view).unwrap_or(true) {
             a.interrupt.signal_used_queue();
+        }
+    }
+}
+
+/// The passthrough server keeps an fd per guest-visible inode: lift this process's open
+/// file limit as far as allowed (the hard limit; up to fs.nr_open when privileged).
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid rlimit struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return;
+        }
+        let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+            .ok()
+            .and_then(|s| s.trim().parse::<libc::rlim_t>().ok())
+            .unwrap_or(lim.rlim_max);
+        let wanted = libc::rlimit {
+            rlim_cur: nr_open.max(lim.rlim_max),
+            rlim_max: nr_open.max(lim.rlim_max),
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) != 0 {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
     }
 }
