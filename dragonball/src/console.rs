@@ -20,6 +20,13 @@ pub trait ConsoleInput: Send + Sync {
     fn input(&self, bytes: &[u8]) -> usize;
 }
 
+/// Console input goes to the UART's receive FIFO.
+impl ConsoleInput for dbs_legacy_devices::SerialDevice {
+    fn input(&self, bytes: &[u8]) -> usize {
+        self.enqueue_input(bytes)
+    }
+}
+
 enum Sink {
     Writer(Box<dyn Write + Send>),
     /// The connected socket client, if any. Output is dropped while nobody listens or

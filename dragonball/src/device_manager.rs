@@ -76,6 +76,24 @@ impl DeviceManager {
             })
     }
 
+    /// Puts `device` on the port-I/O bus at `[base, base + size)` (x86_64).
+    pub fn register_pio(
+        &mut self,
+        name: &str,
+        device: Arc<dyn DeviceIo>,
+        base: u16,
+        size: u16,
+    ) -> Result<(), DeviceError> {
+        self.io
+            .register_device_io(device, &[Resource::PioAddressRange { base, size }])
+            .map_err(|e| DeviceError::Register {
+                name: name.to_string(),
+                base: u64::from(base),
+                size: u64::from(size),
+                reason: format!("{e:?}"),
+            })
+    }
+
     /// Puts a virtio device on `slot`: one ioeventfd per queue on QueueNotify (datamatch
     /// = queue index), interrupting through `line`.
     pub fn add_virtio(

@@ -45,13 +45,6 @@ pub struct VcpuState {
     memory: GuestMemory,
 }
 
-/// Console input goes to the UART's receive FIFO.
-impl crate::console::ConsoleInput for SerialDevice {
-    fn input(&self, bytes: &[u8]) -> usize {
-        self.enqueue_input(bytes)
-    }
-}
-
 /// Per-VM arch state that must live as long as the VM.
 pub struct ArchVm {
     _irqchip: Irqchip,

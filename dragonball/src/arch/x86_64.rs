@@ -1,20 +1,33 @@
-//! x86_64 machine: not built yet (issue "Dragonball on x86_64"). Until then starting a VM
-//! on x86_64 fails with a clear error; the API, config and tests compile here.
+//! x86_64 machine: RAM from 0 (below the 3 GiB MMIO hole), an ELF `vmlinux` booted
+//! through its PVH entry (32-bit protected mode, `hvm_start_info` in ebx, the initrd as
+//! the first module), the in-kernel PIC/IOAPIC and PIT, COM1 on port 0x3f8 (IRQ 4),
+//! virtio-mmio devices announced with `virtio_mmio.device=` on the command line. A guest
+//! reboot or triple fault (`reboot=t`) ends the VM.
 
+use std::fs::File;
 use std::sync::Arc;
 
+use dbs_arch::x86_64 as cpu;
+use dbs_boot::x86_64::{layout, pvh};
 use dbs_device::device_manager::IoManager;
+use dbs_interrupt::KvmIrqLine;
+use dbs_legacy_devices::SerialDevice;
+use kvm_bindings::{KVM_PIT_SPEAKER_DUMMY, kvm_pit_config};
 use kvm_ioctls::{VcpuExit, VcpuFd};
+use linux_loader::loader::KernelLoader;
+use linux_loader::loader::elf::{Elf, PvhBootCapability};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 
-use crate::vcpu::ExitInfo;
+use crate::device_manager::MmioSlot;
+use crate::vcpu::{ExitInfo, VcpuSpec};
 use crate::vm::{Machine, MachineInputs, StartError};
 
 /// Lowest guest RAM a VM may have, in MiB.
 pub const MIN_MEM_MIB: usize = 32;
 /// Command line used when the boot source has none.
-pub const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=1";
+pub const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=t panic=1 pci=off";
 
-/// Per-vCPU state for exits handled in userspace.
+/// Per-vCPU state for exits handled in userspace (none on x86_64).
 pub struct VcpuState;
 
 /// Per-VM arch state that must live as long as the VM.
@@ -25,27 +38,214 @@ pub fn memory_base() -> u64 {
     0
 }
 
+fn virtio_slot(index: u32) -> Option<MmioSlot> {
+    (index < layout::VIRTIO_MMIO_SLOTS).then(|| MmioSlot {
+        base: layout::VIRTIO_MMIO_BASE + u64::from(index) * layout::VIRTIO_MMIO_SIZE,
+        size: layout::VIRTIO_MMIO_SIZE,
+        irq: layout::VIRTIO_MMIO_IRQ_BASE + index,
+    })
+}
+
+fn kvm_err(step: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> StartError {
+    move |e| StartError::Kvm(format!("{step}: {e}"))
+}
+
 /// Builds the machine.
-pub fn create_machine(_inputs: MachineInputs<'_>) -> Result<Machine, StartError> {
-    Err(StartError::Unsupported(
-        "x86_64 guests are not supported yet (the riscv64 machine is); see the x86_64 issue".into(),
-    ))
+pub fn create_machine(mut inputs: MachineInputs<'_>) -> Result<Machine, StartError> {
+    let nr = inputs.config.vcpu_count;
+    let mem_size = (inputs.config.mem_size_mib as u64) << 20;
+    if mem_size > layout::MMIO_HOLE_START {
+        return Err(StartError::Unsupported(format!(
+            "x86_64 guests can have at most {} MiB of RAM for now",
+            layout::MMIO_HOLE_START >> 20
+        )));
+    }
+    let vm = inputs.vm_fd;
+    vm.set_tss_address(layout::KVM_TSS_ADDR)
+        .map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
+    vm.create_irq_chip()
+        .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
+    vm.create_pit2(kvm_pit_config {
+        flags: KVM_PIT_SPEAKER_DUMMY,
+        ..Default::default()
+    })
+    .map_err(kvm_err("KVM_CREATE_PIT2"))?;
+
+    let mut devices = std::mem::take(&mut inputs.devices);
+    let serial = Arc::new(SerialDevice::new(
+        Arc::new(KvmIrqLine::new(vm.clone(), layout::SERIAL_IRQ)),
+        Box::new(inputs.console.clone()),
+    ));
+    inputs
+        .console
+        .set_input(&(serial.clone() as Arc<dyn crate::console::ConsoleInput>));
+    devices
+        .register_pio("serial", serial, layout::SERIAL_PORT, 8)
+        .map_err(|e| StartError::Devices(e.to_string()))?;
+    let mut cmdline = inputs
+        .boot
+        .boot_args
+        .clone()
+        .unwrap_or_else(|| DEFAULT_CMDLINE.to_string());
+    for (index, (name, device)) in std::mem::take(&mut inputs.virtio_devices)
+        .into_iter()
+        .enumerate()
+    {
+        let slot = virtio_slot(index as u32)
+            .ok_or_else(|| StartError::Devices(format!("no free virtio-mmio slot for {name}")))?;
+        let line = Arc::new(KvmIrqLine::new(vm.clone(), slot.irq));
+        devices
+            .add_virtio(name, vm, inputs.memory, device, slot, line)
+            .map_err(|e| StartError::Devices(e.to_string()))?;
+        cmdline.push_str(&format!(
+            " virtio_mmio.device=4K@{:#x}:{}",
+            slot.base, slot.irq
+        ));
+    }
+
+    // Kernel: ELF vmlinux with a PVH entry note.
+    let kernel_path = &inputs.boot.kernel_path;
+    let kernel_err = |reason: String| StartError::Kernel {
+        path: kernel_path.clone(),
+        reason,
+    };
+    let mut kernel = File::open(kernel_path).map_err(|e| kernel_err(e.to_string()))?;
+    let loaded = Elf::load(
+        inputs.memory.as_ref(),
+        None,
+        &mut kernel,
+        Some(GuestAddress(layout::HIMEM_START)),
+    )
+    .map_err(|e| kernel_err(format!("loading the ELF vmlinux: {e}")))?;
+    let entry = match loaded.pvh_boot_cap {
+        PvhBootCapability::PvhEntryPresent(addr) => addr.0,
+        _ => {
+            return Err(kernel_err(
+                "no PVH entry point (build the kernel with CONFIG_PVH=y)".into(),
+            ));
+        }
+    };
+    let kernel_end = loaded.kernel_end;
+
+    let initrd = match &inputs.boot.initrd_path {
+        None => None,
+        Some(path) => {
+            let data = std::fs::read(path).map_err(|e| StartError::Initrd {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+            let size = data.len() as u64;
+            let start = mem_size.checked_sub(size).map(|s| s & !0xfff).unwrap_or(0);
+            if start < kernel_end {
+                return Err(StartError::MemoryTooSmall(format!(
+                    "the kernel ends at {} MiB and the initrd needs {} KiB of {} MiB",
+                    kernel_end >> 20,
+                    size >> 10,
+                    mem_size >> 20
+                )));
+            }
+            inputs
+                .memory
+                .write_slice(&data, GuestAddress(start))
+                .map_err(|e| StartError::Initrd {
+                    path: path.clone(),
+                    reason: format!("copying into guest memory: {e}"),
+                })?;
+            Some((start, size))
+        }
+    };
+    if cmdline.len() + 1 > layout::CMDLINE_MAX {
+        return Err(StartError::Kernel {
+            path: kernel_path.clone(),
+            reason: "the command line is too long".into(),
+        });
+    }
+    let write = |bytes: &[u8], addr: u64, what: &str| {
+        inputs
+            .memory
+            .write_slice(bytes, GuestAddress(addr))
+            .map_err(|e| StartError::Fdt(format!("writing {what}: {e}")))
+    };
+    let mut cmd_bytes = cmdline.into_bytes();
+    cmd_bytes.push(0);
+    write(&cmd_bytes, layout::CMDLINE_ADDR, "the command line")?;
+    let blobs = pvh::build(mem_size, initrd);
+    write(&blobs.start_info, layout::START_INFO_ADDR, "hvm_start_info")?;
+    write(&blobs.modlist, layout::MODLIST_ADDR, "the module list")?;
+    write(&blobs.memmap, layout::MEMMAP_ADDR, "the memory map")?;
+    let gdt: Vec<u8> = cpu::pvh_gdt()
+        .iter()
+        .flat_map(|d| d.to_le_bytes())
+        .collect();
+    write(&gdt, layout::GDT_ADDR, "the GDT")?;
+
+    let mut vcpus = Vec::new();
+    for id in 0..nr {
+        let fd = vm
+            .create_vcpu(u64::from(id))
+            .map_err(kvm_err("creating vCPUs"))?;
+        let setup = |r: Result<(), cpu::SetupError>| r.map_err(|e| StartError::Kvm(e.to_string()));
+        setup(cpu::setup_cpuid(inputs.kvm, &fd, id, nr))?;
+        setup(cpu::setup_msrs(&fd))?;
+        setup(cpu::setup_fpu(&fd))?;
+        setup(cpu::setup_lapic(&fd))?;
+        if id == 0 {
+            setup(cpu::setup_pvh_boot_regs(
+                &fd,
+                entry,
+                layout::START_INFO_ADDR,
+                layout::GDT_ADDR,
+            ))?;
+        }
+        vcpus.push(VcpuSpec {
+            id: u32::from(id),
+            fd,
+            arch: VcpuState,
+        });
+    }
+    let _ = inputs.memory.iter();
+    Ok(Machine {
+        vcpus,
+        devices,
+        arch: ArchVm,
+    })
 }
 
 /// Maps a KVM system event to the VM's exit.
-pub fn system_event(kind: u32, _data: &[u64]) -> ExitInfo {
+pub fn system_event(kind: u32, data: &[u64]) -> ExitInfo {
     ExitInfo {
         code: 0,
-        reason: format!("system event {kind}"),
+        reason: format!("guest system event {kind} ({data:?})"),
     }
 }
 
-/// Exits other than MMIO and system events.
-pub fn handle_exit(exit: VcpuExit<'_>, _bus: &Arc<IoManager>) -> Option<ExitInfo> {
-    Some(ExitInfo {
-        code: 1,
-        reason: format!("unexpected vCPU exit {exit:?}"),
-    })
+/// Port I/O goes to the bus (unbacked reads return all ones, like an empty ISA bus);
+/// a shutdown (triple fault, the `reboot=t` path) ends the VM.
+pub fn handle_exit(exit: VcpuExit<'_>, bus: &Arc<IoManager>) -> Option<ExitInfo> {
+    match exit {
+        VcpuExit::IoIn(port, data) => {
+            if bus.pio_read(port, data).is_err() {
+                data.fill(0xff);
+            }
+            None
+        }
+        VcpuExit::IoOut(port, data) => {
+            let _ = bus.pio_write(port, data);
+            None
+        }
+        VcpuExit::Shutdown => Some(ExitInfo {
+            code: 0,
+            reason: "guest reset (shutdown exit)".into(),
+        }),
+        VcpuExit::Hlt => Some(ExitInfo {
+            code: 0,
+            reason: "guest halted".into(),
+        }),
+        other => Some(ExitInfo {
+            code: 1,
+            reason: format!("unexpected vCPU exit {other:?}"),
+        }),
+    }
 }
 
 /// Exits kvm-ioctls does not decode.

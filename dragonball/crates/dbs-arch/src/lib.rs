@@ -5,3 +5,5 @@
 //! the architecture itself.
 
 pub mod riscv64;
+#[cfg(target_arch = "x86_64")]
+pub mod x86_64;

@@ -5,3 +5,4 @@
 //! unit-tested anywhere; the KVM side lives in the `dragonball` arch modules.
 
 pub mod riscv64;
+pub mod x86_64;

@@ -1,4 +1,5 @@
-//! A 16550A UART (vm-superio) behind an MMIO window, with byte-wide registers at offsets
+//! A 16550A UART (vm-superio) behind an MMIO window (riscv64) or at a port-I/O base
+//! (x86_64 COM1), with byte-wide registers at offsets
 //! 0..=7 (`reg-shift = 0`). Output goes to any writer; the interrupt goes out through an
 //! [`InterruptLine`].
 
@@ -7,7 +8,7 @@ use std::sync::Mutex;
 
 use std::sync::Arc;
 
-use dbs_device::{DeviceIo, IoAddress};
+use dbs_device::{DeviceIo, IoAddress, PioAddress};
 use dbs_interrupt::InterruptLine;
 use vm_superio::{Serial, Trigger};
 
@@ -55,6 +56,15 @@ impl SerialDevice {
 impl DeviceIo for SerialDevice {
     fn as_any(&self) -> &dyn std::any::Any {
         self
+    }
+
+    // x86_64 COM1 sits on port I/O; the registers are the same.
+    fn pio_read(&self, _base: PioAddress, offset: PioAddress, data: &mut [u8]) {
+        self.read(IoAddress(0), IoAddress(u64::from(offset.raw_value())), data);
+    }
+
+    fn pio_write(&self, _base: PioAddress, offset: PioAddress, data: &[u8]) {
+        self.write(IoAddress(0), IoAddress(u64::from(offset.raw_value())), data);
     }
 
     fn read(&self, _base: IoAddress, offset: IoAddress, data: &mut [u8]) {
