@@ -1,6 +1,7 @@
 //! x86_64 machine: RAM from 0 (below the 3 GiB MMIO hole), an ELF `vmlinux` booted
 //! through its PVH entry (32-bit protected mode, `hvm_start_info` in ebx, the initrd as
-//! the first module), the in-kernel PIC/IOAPIC and PIT, COM1 on port 0x3f8 (IRQ 4),
+//! the first module), an MP table for the vCPUs and the IOAPIC, the in-kernel
+//! PIC/IOAPIC and PIT, COM1 on port 0x3f8 (IRQ 4),
 //! virtio-mmio devices announced with `virtio_mmio.device=` on the command line. A guest
 //! reboot or triple fault (`reboot=t`) ends the VM.
 
@@ -8,7 +9,7 @@ use std::fs::File;
 use std::sync::Arc;
 
 use dbs_arch::x86_64 as cpu;
-use dbs_boot::x86_64::{layout, pvh};
+use dbs_boot::x86_64::{layout, mptable, pvh};
 use dbs_device::device_manager::IoManager;
 use dbs_interrupt::KvmIrqLine;
 use dbs_legacy_devices::SerialDevice;
@@ -16,7 +17,7 @@ use kvm_bindings::{KVM_PIT_SPEAKER_DUMMY, kvm_pit_config};
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use linux_loader::loader::KernelLoader;
 use linux_loader::loader::elf::{Elf, PvhBootCapability};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
+use vm_memory::{Bytes, GuestAddress};
 
 use crate::device_manager::MmioSlot;
 use crate::vcpu::{ExitInfo, VcpuSpec};
@@ -178,6 +179,8 @@ pub fn create_machine(mut inputs: MachineInputs<'_>) -> Result<Machine, StartErr
         .flat_map(|d| d.to_le_bytes())
         .collect();
     write(&gdt, layout::GDT_ADDR, "the GDT")?;
+    let mptable = mptable::build(nr).map_err(|e| StartError::Fdt(e.to_string()))?;
+    write(&mptable, mptable::MPTABLE_ADDR, "the MP table")?;
 
     let mut vcpus = Vec::new();
     for id in 0..nr {
@@ -203,7 +206,6 @@ pub fn create_machine(mut inputs: MachineInputs<'_>) -> Result<Machine, StartErr
             arch: VcpuState,
         });
     }
-    let _ = inputs.memory.iter();
     Ok(Machine {
         vcpus,
         devices,

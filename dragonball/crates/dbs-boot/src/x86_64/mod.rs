@@ -2,4 +2,5 @@
 //! module list for the initrd, E820-style memory map), as the kernel's PVH entry reads it.
 
 pub mod layout;
+pub mod mptable;
 pub mod pvh;
