@@ -88,8 +88,8 @@ images:
 # A static virtiofsd for ARCH (riscv64: cross-built; x86_64: the one `make setup` installs).
 virtiofsd:
 	mkdir -p $(OUT)/$(ARCH)
-	if [[ $(ARCH) == riscv64 ]]; then bin=$$(scripts/virtiofsd-riscv64.sh); \
-	else bin=$$(command -v virtiofsd); fi; ln -sfn $$bin $(OUT)/$(ARCH)/virtiofsd
+	if [[ $(ARCH) == riscv64 ]]; then ln -sfn $$(scripts/virtiofsd-riscv64.sh) $(OUT)/$(ARCH)/virtiofsd; \
+	else rm -f $(OUT)/$(ARCH)/virtiofsd; cp $$(command -v virtiofsd) $(OUT)/$(ARCH)/virtiofsd; fi
 
 # Everything a KVM test host of ARCH needs: kernel, static binaries, busybox (riscv64),
 # virtiofsd.
@@ -100,7 +100,8 @@ kvm-artifacts: kernel static virtiofsd
 VM_TEST_PKGS := -p dragonball -p dbs-address-space -p dbs-arch -p dbs-boot -p dbs-interrupt -p dbs-legacy-devices \
                 -p dbs-virtio-devices
 vm-tests:
-	$(CARGO) test --release --target $(static_target_$(ARCH)) $(VM_TEST_PKGS) --no-run \
+	$(CARGO) test --release --target $(static_target_$(ARCH)) $(VM_TEST_PKGS) \
+	  --features dragonball/kvm-tests --no-run \
 	  --message-format=json | scripts/test-executables.py $(OUT)/$(ARCH)/tests
 
 # Runs those tests inside the KVM test host of ARCH (natively where KVM is real).
@@ -131,12 +132,15 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --workspace --all-targets --target $(static_target_riscv64) -- -D warnings
+	$(CARGO) clippy -p dragonball --all-targets --features kvm-tests -- -D warnings
+	$(CARGO) clippy -p dragonball --all-targets --features kvm-tests --target $(static_target_riscv64) -- -D warnings
 
 test: setup lint
 	for a in $(ARCHES); do $(MAKE) --no-print-directory kvm-artifacts initrd ARCH=$$a; done
 	$(MAKE) --no-print-directory images
 	$(CARGO) test --workspace --release -- --test-threads=2
 	$(MAKE) --no-print-directory vm-suite ARCH=riscv64
+	$(MAKE) --no-print-directory vm-suite ARCH=x86_64
 
 test-riscv64: setup
 	$(MAKE) --no-print-directory kvm-artifacts initrd ARCH=riscv64

@@ -93,7 +93,10 @@ mod tests {
         assert_eq!(t[..16].iter().fold(0u8, |a, b| a.wrapping_add(*b)), 0);
         let len = u16::from_le_bytes([t[20], t[21]]) as usize;
         assert_eq!(&t[16..20], b"PCMP");
-        assert_eq!(t[16..16 + len].iter().fold(0u8, |a, b| a.wrapping_add(*b)), 0);
+        assert_eq!(
+            t[16..16 + len].iter().fold(0u8, |a, b| a.wrapping_add(*b)),
+            0
+        );
         let count = u16::from_le_bytes([t[16 + 34], t[16 + 35]]);
         assert_eq!(count, 2 + 1 + 1 + 24 + 2);
         // Fits below 640 KiB.
