@@ -23,7 +23,7 @@ $(error ARCH=$(ARCH) is not supported: use riscv64 or x86_64)
 endif
 
 .PHONY: help setup build host static kernel busybox initrd pause images kvm-artifacts kvm-host \
-        vm-tests vm-suite bench virtiofsd \
+        vm-tests vm-suite bench bench-bins virtiofsd \
         lint test test-riscv64 clean
 
 help:
@@ -118,9 +118,12 @@ vm-suite: kvm-artifacts initrd vm-tests
 
 # Benchmarks print figures (and ratios against a baseline where one exists); BENCH=boot.
 BENCH ?= boot
-bench: kvm-artifacts initrd
-	$(CARGO) build --release --target $(static_target_riscv64) -p kata-rv-bench --bins
-	cp -f $(TARGET_DIR)/$(static_target_riscv64)/release/{boot-bench,fs-bench} $(OUT)/riscv64/
+bench-bins: kvm-artifacts initrd
+	$(CARGO) build --release --target $(static_target_$(ARCH)) -p kata-rv-bench --bins
+	cp -f $(TARGET_DIR)/$(static_target_$(ARCH))/release/{boot-bench,fs-bench} $(OUT)/$(ARCH)/
+
+bench:
+	for a in $(ARCHES); do $(MAKE) --no-print-directory bench-bins ARCH=$$a; done
 	$(CARGO) build --release -p kvm-host --bin kvm-host
 	bench/$(BENCH).sh
 

@@ -2,8 +2,12 @@
 //! time from process start, and from StartMicroVm, to the guest's marker line and to its
 //! power-off; medians of repeated runs; and the VMM's own RSS excluding guest memory.
 //!
+//! With `--qemu PATH` (x86_64), QEMU's microvm with KVM boots the same kernel, initrd,
+//! vCPUs and memory in alternating runs, and the ratio is printed.
+//!
 //! ```text
 //! boot-bench --dragonball PATH --kernel PATH --initrd PATH [--runs N] [--vcpus N] [--mem MIB]
+//!            [--qemu PATH]
 //! ```
 
 use std::io::{BufRead, BufReader};
@@ -21,6 +25,7 @@ struct Args {
     runs: usize,
     vcpus: String,
     mem: String,
+    qemu: Option<String>,
 }
 
 fn parse() -> Result<Args> {
@@ -31,6 +36,7 @@ fn parse() -> Result<Args> {
         runs: 10,
         vcpus: "1".into(),
         mem: "128".into(),
+        qemu: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -42,6 +48,7 @@ fn parse() -> Result<Args> {
             "--runs" => a.runs = v.parse().context("--runs")?,
             "--vcpus" => a.vcpus = v,
             "--mem" => a.mem = v,
+            "--qemu" => a.qemu = Some(v),
             other => bail!("unknown flag {other}"),
         }
     }
@@ -51,6 +58,59 @@ fn parse() -> Result<Args> {
         );
     }
     Ok(a)
+}
+
+/// Guest command line for this architecture (x86_64 guests end with a triple fault).
+fn guest_cmdline(extra: &str) -> String {
+    let base = if cfg!(target_arch = "x86_64") {
+        "console=ttyS0 reboot=t panic=-1 quiet"
+    } else {
+        "console=ttyS0 panic=-1 quiet"
+    };
+    format!("{base} {extra}").trim().to_string()
+}
+
+/// QEMU microvm with KVM, same kernel/initrd/vCPUs/memory: (start → marker, start → exit).
+fn qemu_run(a: &Args, qemu: &str) -> Result<(f64, f64)> {
+    let t0 = Instant::now();
+    let mut child = Command::new(qemu)
+        .args(["-M", "microvm,acpi=off", "-enable-kvm", "-cpu", "host"])
+        .args(["-smp", &a.vcpus, "-m", &a.mem])
+        .args([
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-serial",
+            "stdio",
+            "-no-reboot",
+        ])
+        .args([
+            "-kernel",
+            &a.kernel,
+            "-initrd",
+            &a.initrd,
+            "-append",
+            &guest_cmdline(""),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("spawning qemu")?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let mut marker_ms = None;
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        if marker_ms.is_none() && line.contains(MARKER) {
+            marker_ms = Some(t0.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    child.wait()?;
+    Ok((
+        marker_ms.context("no marker from the QEMU guest")?,
+        t0.elapsed().as_secs_f64() * 1e3,
+    ))
 }
 
 fn command(a: &Args, cmdline: &str) -> Command {
@@ -129,7 +189,7 @@ fn rss_split(pid: u32, mem_mib: u64) -> Result<(u64, u64)> {
 }
 
 fn vmm_rss(a: &Args) -> Result<(u64, u64)> {
-    let mut child = command(a, "console=ttyS0 panic=-1 quiet test_init.mode=sleep").spawn()?;
+    let mut child = command(a, &guest_cmdline("test_init.mode=sleep")).spawn()?;
     let stdout = child.stdout.take().context("stdout")?;
     let mut lines = BufReader::new(stdout).lines();
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -154,11 +214,17 @@ fn vmm_rss(a: &Args) -> Result<(u64, u64)> {
 fn main() -> Result<()> {
     let a = parse()?;
     let (mut marker, mut from_start, mut exit) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut q_marker, mut q_exit) = (Vec::new(), Vec::new());
     for i in 0..a.runs {
         let (m, s, e) = one_run(&a).with_context(|| format!("run {i}"))?;
         marker.push(m);
         from_start.push(s);
         exit.push(e);
+        if let Some(q) = &a.qemu {
+            let (m, e) = qemu_run(&a, q).with_context(|| format!("qemu run {i}"))?;
+            q_marker.push(m);
+            q_exit.push(e);
+        }
     }
     let (total, guest) = vmm_rss(&a)?;
     println!(
