@@ -205,3 +205,94 @@ impl MutEventSubscriber for BlockHandler {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use virtio_queue::desc::RawDescriptor;
+    use virtio_queue::desc::split::Descriptor as SplitDescriptor;
+    use virtio_queue::mock::MockSplitQueue;
+    use vm_memory::{Bytes, GuestAddress};
+
+    const WRITE: u16 = 2;
+    const HDR: u64 = 0x10_0000;
+    const DATA: u64 = 0x10_1000;
+    const STATUS: u64 = 0x10_2000;
+
+    fn disk(read_only: bool) -> Disk {
+        let path =
+            std::env::temp_dir().join(format!("blk-unit-{}-{read_only}", std::process::id()));
+        std::fs::write(&path, vec![0x5au8; 8192]).unwrap();
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        std::fs::remove_file(&path).unwrap();
+        Disk {
+            file,
+            size: 8192,
+            read_only,
+            id: *b"unit-test-serial\0\0\0\0",
+        }
+    }
+
+    fn desc(addr: u64, len: u32, flags: u16) -> RawDescriptor {
+        RawDescriptor::from(SplitDescriptor::new(addr, len, flags, 0))
+    }
+
+    fn run(disk: &Disk, kind: u32, sector: u64, data: RawDescriptor) -> Option<(u8, u32)> {
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x20_0000)]).unwrap();
+        let mut header = [0u8; 16];
+        header[0..4].copy_from_slice(&kind.to_le_bytes());
+        header[8..16].copy_from_slice(&sector.to_le_bytes());
+        mem.write_slice(&header, GuestAddress(HDR)).unwrap();
+        let q = MockSplitQueue::new(&mem, 16);
+        let chain = q
+            .build_desc_chain(&[desc(HDR, 16, 0), data, desc(STATUS, 1, WRITE)])
+            .unwrap();
+        disk.execute(&mem, chain)
+    }
+
+    #[test]
+    fn reads_and_bounds() {
+        let d = disk(false);
+        assert_eq!(
+            run(&d, VIRTIO_BLK_T_IN, 0, desc(DATA, 512, WRITE)),
+            Some((VIRTIO_BLK_S_OK, 513))
+        );
+        // Past the end of the image.
+        assert_eq!(
+            run(&d, VIRTIO_BLK_T_IN, 16, desc(DATA, 512, WRITE)),
+            Some((VIRTIO_BLK_S_IOERR, 1))
+        );
+        // A sector number whose byte offset overflows.
+        assert_eq!(
+            run(&d, VIRTIO_BLK_T_IN, u64::MAX, desc(DATA, 512, WRITE)),
+            Some((VIRTIO_BLK_S_IOERR, 1))
+        );
+        assert_eq!(
+            run(&d, 99, 0, desc(DATA, 512, WRITE)),
+            Some((VIRTIO_BLK_S_UNSUPP, 1))
+        );
+    }
+
+    #[test]
+    fn read_only_refuses_writes() {
+        let d = disk(true);
+        assert_eq!(
+            run(&d, VIRTIO_BLK_T_OUT, 0, desc(DATA, 512, 0)),
+            Some((VIRTIO_BLK_S_IOERR, 1))
+        );
+    }
+
+    #[test]
+    fn buffers_outside_guest_memory_are_an_error_not_a_crash() {
+        let d = disk(false);
+        assert_eq!(
+            run(&d, VIRTIO_BLK_T_IN, 0, desc(0xffff_0000_0000, 512, WRITE)),
+            None
+        );
+        assert_eq!(run(&d, VIRTIO_BLK_T_OUT, 0, desc(0x1f_ff00, 4096, 0)), None);
+    }
+}
