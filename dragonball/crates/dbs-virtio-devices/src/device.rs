@@ -92,6 +92,14 @@ pub trait VirtioDevice: Send {
     fn reset(&mut self);
 }
 
+/// Copies the part of `space` at `offset` into `data`; bytes past its end stay as the
+/// transport zeroed them.
+pub fn read_config_space(space: &[u8], offset: u64, data: &mut [u8]) {
+    let start = offset.min(space.len() as u64) as usize;
+    let n = data.len().min(space.len() - start);
+    data[..n].copy_from_slice(&space[start..start + n]);
+}
+
 /// Work handed from the transport (a vCPU thread) to a device's event-loop handler.
 pub enum Pending {
     /// The driver set DRIVER_OK.

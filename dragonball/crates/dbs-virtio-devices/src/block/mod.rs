@@ -133,9 +133,7 @@ impl VirtioDevice for BlockDevice {
     fn ack_features(&mut self, _features: u64) {}
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        let start = offset.min(self.config_space.len() as u64) as usize;
-        let n = data.len().min(self.config_space.len() - start);
-        data[..n].copy_from_slice(&self.config_space[start..start + n]);
+        crate::device::read_config_space(&self.config_space, offset, data);
     }
 
     fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
