@@ -62,6 +62,36 @@ pub enum StartError {
     Unsupported(String),
 }
 
+/// Copies the initrd at `path` to the top of RAM (page aligned, below `ram_end`), above
+/// `kernel_end`; returns its guest address and size.
+pub fn load_initrd(
+    memory: &GuestMemory,
+    path: &std::path::Path,
+    ram_end: u64,
+    kernel_end: u64,
+) -> Result<(u64, u64), StartError> {
+    use vm_memory::{Bytes, GuestAddress};
+    let err = |reason: String| StartError::Initrd {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let data = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    let size = data.len() as u64;
+    let start = ram_end.checked_sub(size).map(|s| s & !0xfff).unwrap_or(0);
+    if start < kernel_end {
+        return Err(StartError::MemoryTooSmall(format!(
+            "the kernel ends at {} MiB and the initrd ({} KiB) does not fit below the end of RAM at {} MiB",
+            kernel_end >> 20,
+            size >> 10,
+            ram_end >> 20
+        )));
+    }
+    memory
+        .write_slice(&data, GuestAddress(start))
+        .map_err(|e| err(format!("copying into guest memory: {e}")))?;
+    Ok((start, size))
+}
+
 /// What an arch's `create_machine` gets.
 pub struct MachineInputs<'a> {
     /// The KVM system fd.

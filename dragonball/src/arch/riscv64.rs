@@ -192,27 +192,7 @@ fn load_images(inputs: &MachineInputs<'_>, mem_size: u64) -> Result<Loaded, Star
     let initrd = match &inputs.boot.initrd_path {
         None => None,
         Some(path) => {
-            let data = std::fs::read(path).map_err(|e| StartError::Initrd {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
-            let size = data.len() as u64;
-            let start = mem_end.checked_sub(size).map(|s| s & !0xfff).unwrap_or(0);
-            if start < kernel_end {
-                return Err(StartError::MemoryTooSmall(format!(
-                    "the kernel ({} MiB with bss) and initrd ({} KiB) do not fit in {} MiB of RAM",
-                    (kernel_end - layout::DRAM_BASE) >> 20,
-                    size >> 10,
-                    mem_size >> 20
-                )));
-            }
-            inputs
-                .memory
-                .write_slice(&data, GuestAddress(start))
-                .map_err(|e| StartError::Initrd {
-                    path: path.clone(),
-                    reason: format!("copying into guest memory: {e}"),
-                })?;
+            let (start, size) = crate::vm::load_initrd(inputs.memory, path, mem_end, kernel_end)?;
             Some((start, start + size))
         }
     };

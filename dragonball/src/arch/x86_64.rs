@@ -130,30 +130,12 @@ pub fn create_machine(mut inputs: MachineInputs<'_>) -> Result<Machine, StartErr
 
     let initrd = match &inputs.boot.initrd_path {
         None => None,
-        Some(path) => {
-            let data = std::fs::read(path).map_err(|e| StartError::Initrd {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
-            let size = data.len() as u64;
-            let start = mem_size.checked_sub(size).map(|s| s & !0xfff).unwrap_or(0);
-            if start < kernel_end {
-                return Err(StartError::MemoryTooSmall(format!(
-                    "the kernel ends at {} MiB and the initrd needs {} KiB of {} MiB",
-                    kernel_end >> 20,
-                    size >> 10,
-                    mem_size >> 20
-                )));
-            }
-            inputs
-                .memory
-                .write_slice(&data, GuestAddress(start))
-                .map_err(|e| StartError::Initrd {
-                    path: path.clone(),
-                    reason: format!("copying into guest memory: {e}"),
-                })?;
-            Some((start, size))
-        }
+        Some(path) => Some(crate::vm::load_initrd(
+            inputs.memory,
+            path,
+            mem_size,
+            kernel_end,
+        )?),
     };
     if cmdline.len() + 1 > layout::CMDLINE_MAX {
         return Err(StartError::Kernel {
