@@ -10,7 +10,7 @@ pub mod arch;
 pub mod artifacts;
 pub mod harness;
 pub mod job;
-pub mod netcfg;
+pub use kata_netcfg as netcfg;
 pub mod pid1;
 pub mod smoke;
 pub mod testing;

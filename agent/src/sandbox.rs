@@ -1,0 +1,97 @@
+//! The sandbox: every container of the pod, the storages they share, and OOM events.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use crate::cgroup::{self, Cgroup};
+use crate::container::Container;
+use crate::error::{AgentError, AgentResult};
+use crate::reaper::Reaper;
+use crate::storage::Storages;
+
+/// How often container cgroups are checked for new OOM kills.
+const OOM_POLL: Duration = Duration::from_millis(200);
+
+/// The agent's state.
+pub struct Sandbox {
+    /// The sandbox id from CreateSandbox.
+    pub id: Mutex<Option<String>>,
+    /// Containers by id.
+    pub containers: Mutex<HashMap<String, Arc<Container>>>,
+    /// Mounted storages.
+    pub storages: Mutex<Storages>,
+    /// Sandbox-level storage mount points.
+    pub sandbox_storages: Mutex<Vec<PathBuf>>,
+    /// Child reaping.
+    pub reaper: Reaper,
+    /// Where cgroup v2 is mounted, if it is.
+    pub cgroup_root: Option<PathBuf>,
+    /// Ids of containers that were OOM-killed, for GetOOMEvent.
+    pub oom_events: tokio::sync::Mutex<mpsc::UnboundedReceiver<String>>,
+    oom_sender: mpsc::UnboundedSender<String>,
+    /// The logger.
+    pub log: slog::Logger,
+}
+
+impl Sandbox {
+    /// A sandbox with no containers yet.
+    pub fn new(reaper: Reaper, log: slog::Logger) -> Arc<Self> {
+        let root = PathBuf::from(cgroup::CGROUP_ROOT);
+        let cgroup_root = cgroup::is_cgroup2(&root).then_some(root);
+        let (oom_sender, oom_receiver) = mpsc::unbounded_channel();
+        Arc::new(Self {
+            id: Mutex::new(None),
+            containers: Mutex::new(HashMap::new()),
+            storages: Mutex::new(Storages::default()),
+            sandbox_storages: Mutex::new(Vec::new()),
+            reaper,
+            cgroup_root,
+            oom_events: tokio::sync::Mutex::new(oom_receiver),
+            oom_sender,
+            log,
+        })
+    }
+
+    /// The container `id`.
+    pub fn container(&self, id: &str) -> AgentResult<Arc<Container>> {
+        self.containers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+            .ok_or_else(|| AgentError::not_found(format!("container '{id}' does not exist")))
+    }
+
+    /// Watches the container's cgroup for OOM kills until it is gone.
+    pub fn watch_oom(self: &Arc<Self>, container: &Arc<Container>) {
+        let Some(cgroup) = container.cgroup.clone() else { return };
+        let id = container.id.clone();
+        let init = container.init.clone();
+        let sandbox = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut seen = cgroup.oom_kills();
+            let mut last_look = false;
+            while !last_look {
+                // The init's exit (often the OOM kill itself) triggers one last look.
+                tokio::select! {
+                    _ = tokio::time::sleep(OOM_POLL) => {}
+                    _ = init.wait() => last_look = true,
+                }
+                let Some(sandbox) = sandbox.upgrade() else { return };
+                if !cgroup.dir().exists() {
+                    return;
+                }
+                let now = Cgroup::oom_kills(&cgroup);
+                if now > seen {
+                    seen = now;
+                    slog::warn!(sandbox.log, "container was OOM-killed"; "container" => &id);
+                    let _ = sandbox.oom_sender.send(id.clone());
+                }
+            }
+        });
+    }
+}

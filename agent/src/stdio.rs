@@ -1,0 +1,163 @@
+//! A process's standard streams on the agent side: non-blocking descriptors (pipe ends
+//! or a pty master) read and written by the Read*/Write* RPCs.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use tokio::io::unix::AsyncFd;
+use tokio::sync::Mutex;
+
+use crate::spawn::ChildStdio;
+
+/// One non-blocking stream end.
+pub struct Stream {
+    fd: AsyncFd<OwnedFd>,
+}
+
+impl Stream {
+    fn new(fd: OwnedFd) -> std::io::Result<Self> {
+        let flags = OFlag::from_bits_truncate(fcntl(&fd, FcntlArg::F_GETFL)?);
+        fcntl(&fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+        // SAFETY: the AsyncFd owns the descriptor, so it stays open while registered.
+        let fd = unsafe { AsyncFd::register(fd)? };
+        Ok(Self { fd })
+    }
+
+    /// Reads up to `len` bytes; empty at end of stream (EIO from a pty whose slave is
+    /// gone counts as the end).
+    pub async fn read(&self, len: usize) -> std::io::Result<Vec<u8>> {
+        let mut buffer = vec![0u8; len.clamp(1, 1 << 20)];
+        loop {
+            let mut guard = self.fd.readable().await?;
+            match guard.try_io(|fd| nix::unistd::read(fd.get_ref(), &mut buffer).map_err(Into::into)) {
+                Ok(Ok(n)) => {
+                    buffer.truncate(n);
+                    return Ok(buffer);
+                }
+                Ok(Err(e)) if e.raw_os_error() == Some(libc::EIO) => return Ok(Vec::new()),
+                Ok(Err(e)) => return Err(e),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    /// Writes all of `data`.
+    pub async fn write_all(&self, data: &[u8]) -> std::io::Result<()> {
+        let mut written = 0;
+        while written < data.len() {
+            let mut guard = self.fd.writable().await?;
+            match guard.try_io(|fd| nix::unistd::write(fd.get_ref(), &data[written..]).map_err(Into::into)) {
+                Ok(Ok(n)) => written += n,
+                Ok(Err(e)) => return Err(e),
+                Err(_would_block) => continue,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The agent's ends of a process's streams.
+pub struct ProcessIo {
+    /// Where WriteStdin goes; `None` once closed.
+    pub stdin: Mutex<Option<Stream>>,
+    /// What ReadStdout reads.
+    pub stdout: Mutex<Option<Stream>>,
+    /// What ReadStderr reads (`None` with a terminal: it is merged into stdout).
+    pub stderr: Mutex<Option<Stream>>,
+    /// The pty master, for TtyWinResize.
+    pub pty_master: Option<OwnedFd>,
+}
+
+impl ProcessIo {
+    /// Creates the pipes (or a pty) and returns the agent's ends plus the child's.
+    pub fn create(terminal: bool) -> Result<(Self, ChildStdio), String> {
+        let fail = |what: &str, e: Errno| format!("creating {what}: {e}");
+        if terminal {
+            let pty = nix::pty::openpty(None, None).map_err(|e| fail("a pty", e))?;
+            for fd in [&pty.master, &pty.slave] {
+                fcntl(fd, FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC)).map_err(|e| fail("a pty", e))?;
+            }
+            let reader = pty.master.try_clone().map_err(|e| format!("duplicating the pty: {e}"))?;
+            let writer = pty.master.try_clone().map_err(|e| format!("duplicating the pty: {e}"))?;
+            let io = Self {
+                stdin: Mutex::new(Some(Stream::new(writer).map_err(|e| format!("pty: {e}"))?)),
+                stdout: Mutex::new(Some(Stream::new(reader).map_err(|e| format!("pty: {e}"))?)),
+                stderr: Mutex::new(None),
+                pty_master: Some(pty.master),
+            };
+            return Ok((io, ChildStdio::Pty { slave: pty.slave }));
+        }
+        let pipe = || nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| fail("a pipe", e));
+        let (stdin_read, stdin_write) = pipe()?;
+        let (stdout_read, stdout_write) = pipe()?;
+        let (stderr_read, stderr_write) = pipe()?;
+        let stream = |fd| Stream::new(fd).map_err(|e| format!("pipe: {e}"));
+        let io = Self {
+            stdin: Mutex::new(Some(stream(stdin_write)?)),
+            stdout: Mutex::new(Some(stream(stdout_read)?)),
+            stderr: Mutex::new(Some(stream(stderr_read)?)),
+            pty_master: None,
+        };
+        Ok((
+            io,
+            ChildStdio::Pipes {
+                stdin: stdin_read,
+                stdout: stdout_write,
+                stderr: stderr_write,
+            },
+        ))
+    }
+
+    /// Sets the pty window size.
+    pub fn resize(&self, rows: u16, cols: u16) -> Result<(), String> {
+        let master = self.pty_master.as_ref().ok_or("the process has no terminal")?;
+        let size = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+        // SAFETY: TIOCSWINSZ reads one winsize from the stack.
+        let rc = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size) };
+        if rc < 0 {
+            return Err(format!("TIOCSWINSZ: {}", Errno::last()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn pipes_carry_bytes_and_report_the_end() {
+        let (io, child) = ProcessIo::create(false).unwrap();
+        let ChildStdio::Pipes { stdin, stdout, stderr } = child else { panic!("pipes") };
+        io.stdin.lock().await.as_ref().unwrap().write_all(b"ping").await.unwrap();
+        let mut got = [0u8; 4];
+        nix::unistd::read(&stdin, &mut got).unwrap();
+        assert_eq!(&got, b"ping");
+        nix::unistd::write(&stdout, b"pong").unwrap();
+        drop(stdout);
+        let out = io.stdout.lock().await;
+        assert_eq!(out.as_ref().unwrap().read(100).await.unwrap(), b"pong");
+        assert!(out.as_ref().unwrap().read(100).await.unwrap().is_empty());
+        drop(stderr);
+        assert!(io.stderr.lock().await.as_ref().unwrap().read(10).await.unwrap().is_empty());
+        assert!(io.resize(10, 10).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_pty_echoes_and_resizes() {
+        let (io, child) = ProcessIo::create(true).unwrap();
+        let ChildStdio::Pty { slave } = child else { panic!("pty") };
+        io.resize(40, 120).unwrap();
+        let mut size = libc::winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
+        // SAFETY: TIOCGWINSZ writes one winsize to the stack.
+        unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCGWINSZ, &mut size) };
+        assert_eq!((size.ws_row, size.ws_col), (40, 120));
+        nix::unistd::write(&slave, b"hi\n").unwrap();
+        let out = io.stdout.lock().await;
+        let got = out.as_ref().unwrap().read(100).await.unwrap();
+        assert_eq!(got, b"hi\r\n");
+        drop(slave);
+        assert!(out.as_ref().unwrap().read(100).await.unwrap().is_empty());
+    }
+}
