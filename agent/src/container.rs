@@ -35,6 +35,8 @@ pub struct Process {
     pub io: ProcessIo,
     /// The start pipe and report pipe of an init process not started yet.
     pending_start: Mutex<Option<(OwnedFd, File)>>,
+    /// WaitProcess has returned its status.
+    waited: std::sync::atomic::AtomicBool,
 }
 
 impl Process {
@@ -84,6 +86,7 @@ pub struct Container {
     pub storages: Vec<PathBuf>,
     started: Mutex<bool>,
     paused: Mutex<bool>,
+    program: String,
     new_pid_ns: bool,
     joined_namespaces: Vec<(&'static str, CloneFlags)>,
 }
@@ -223,10 +226,11 @@ impl Container {
             None => None,
         };
         let setup = plan::container_setup(spec, &rootfs).map_err(AgentError::invalid)?;
-        let (io, child_stdio) = ProcessIo::create(process.Terminal).map_err(AgentError::internal)?;
+        let (pending_io, child_stdio) = ProcessIo::create(process.Terminal).map_err(AgentError::internal)?;
         let procs = cgroup.as_ref().map(Cgroup::procs_file);
-        let process_setup = plan::process_setup(process, procs.as_deref(), child_stdio).map_err(AgentError::invalid)?;
-        let spawned = spawn::spawn(reaper, Some(&setup), None, &process_setup, true)
+        let mut process_setup =
+            plan::process_setup(process, procs.as_deref(), child_stdio).map_err(AgentError::invalid)?;
+        let spawned = spawn::spawn(reaper, Some(&setup), None, &mut process_setup, true)
             .map_err(|e| AgentError::internal(format!("forking the container process: {e}")))?;
         let (outcome, report_pipe) = report(spawned.report).await;
         match outcome {
@@ -241,6 +245,9 @@ impl Container {
                 return Err(AgentError::internal(format!("container {id}: the init process died during setup")));
             }
         }
+        let io = pending_io
+            .finish()
+            .map_err(|e| AgentError::internal(format!("container {id}: {e}")))?;
         let (Some(start), Some(report_pipe)) = (spawned.start, report_pipe) else {
             return Err(AgentError::internal(format!("container {id}: lost the start pipes")));
         };
@@ -250,6 +257,7 @@ impl Container {
             exit: spawned.exit,
             io,
             pending_start: Mutex::new(Some((start, report_pipe))),
+            waited: Default::default(),
         });
         let mut joined_namespaces = vec![("mnt", CloneFlags::CLONE_NEWNS)];
         if setup.unshare.contains(CloneFlags::CLONE_NEWUTS) {
@@ -274,6 +282,7 @@ impl Container {
             storages,
             started: Mutex::new(false),
             paused: Mutex::new(false),
+            program: process.Args.first().cloned().unwrap_or_default(),
             new_pid_ns: setup.new_pid_ns,
             joined_namespaces,
         })
@@ -309,7 +318,7 @@ impl Container {
             }
             Report::Ready => Err(AgentError::internal(format!("container {}: unexpected report", self.id))),
             Report::Failed(failure) => {
-                let program = self.init_program();
+                let program = &self.program;
                 Err(AgentError::invalid(format!(
                     "container {}: executable '{program}' could not be run: {}",
                     self.id,
@@ -317,13 +326,6 @@ impl Container {
                 )))
             }
         }
-    }
-
-    fn init_program(&self) -> String {
-        std::fs::read(format!("/proc/{}/cmdline", self.init.pid))
-            .ok()
-            .and_then(|bytes| bytes.split(|b| *b == 0).next().map(|s| String::from_utf8_lossy(s).into_owned()))
-            .unwrap_or_default()
     }
 
     /// Starts another process inside the running container.
@@ -353,10 +355,10 @@ impl Container {
                 .map(|(name, flag)| Ok((open_ns(name)?, *flag)))
                 .collect::<AgentResult<Vec<_>>>()?,
         };
-        let (io, child_stdio) = ProcessIo::create(process.Terminal).map_err(AgentError::internal)?;
+        let (pending_io, child_stdio) = ProcessIo::create(process.Terminal).map_err(AgentError::internal)?;
         let procs = self.cgroup.as_ref().map(Cgroup::procs_file);
-        let setup = plan::process_setup(process, procs.as_deref(), child_stdio).map_err(AgentError::invalid)?;
-        let spawned = spawn::spawn(reaper, None, Some(&join), &setup, false)
+        let mut setup = plan::process_setup(process, procs.as_deref(), child_stdio).map_err(AgentError::invalid)?;
+        let spawned = spawn::spawn(reaper, None, Some(&join), &mut setup, false)
             .map_err(|e| AgentError::internal(format!("forking exec '{exec_id}': {e}")))?;
         let (outcome, _) = report(spawned.report).await;
         if let Report::Failed(failure) = outcome {
@@ -366,12 +368,16 @@ impl Container {
                 describe_failure(failure, None, &setup)
             )));
         }
+        let io = pending_io
+            .finish()
+            .map_err(|e| AgentError::internal(format!("exec '{exec_id}' in container {}: {e}", self.id)))?;
         let process = Arc::new(Process {
             exec_id: exec_id.to_string(),
             pid: spawned.pid,
             exit: spawned.exit,
             io,
             pending_start: Mutex::new(None),
+            waited: Default::default(),
         });
         self.execs.lock().unwrap_or_else(|e| e.into_inner()).insert(exec_id.to_string(), process);
         Ok(())
@@ -390,11 +396,22 @@ impl Container {
             .ok_or_else(|| AgentError::not_found(format!("container {} has no process '{exec_id}'", self.id)))
     }
 
-    /// Forgets an exec'd process once it has been waited for.
-    pub fn forget(&self, exec_id: &str) {
-        if !exec_id.is_empty() && exec_id != self.id {
-            self.execs.lock().unwrap_or_else(|e| e.into_inner()).remove(exec_id);
+    /// Forgets an exec'd process once it has been waited for and its output has been
+    /// read to the end (whichever comes last calls this).
+    pub async fn forget_if_done(&self, process: &Process) {
+        use std::sync::atomic::Ordering;
+        if process.exec_id == self.id {
+            return;
         }
+        let drained = process.io.stdout.lock().await.is_none() && process.io.stderr.lock().await.is_none();
+        if drained && process.waited.load(Ordering::SeqCst) {
+            self.execs.lock().unwrap_or_else(|e| e.into_inner()).remove(&process.exec_id);
+        }
+    }
+
+    /// Records that WaitProcess has answered for `process`.
+    pub fn mark_waited(&self, process: &Process) {
+        process.waited.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Sends `signal` to one process; for the init process of a container sharing the

@@ -352,7 +352,7 @@ pub fn process_setup(
             .then(|| cstring("process.oomScoreAdj", &process.OOMScoreAdj.to_string()))
             .transpose()?,
         cgroup_procs: cgroup_procs.map(|p| path_cstring("cgroup", p)).transpose()?,
-        stdio,
+        stdio: Some(stdio),
         console_size,
     })
 }

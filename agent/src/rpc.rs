@@ -110,6 +110,8 @@ impl AgentService {
             .map_err(|e| AgentError::internal(format!("reading from process '{}': {e}", process.exec_id)))?;
         if data.is_empty() {
             *stream = None;
+            drop(stream);
+            container.forget_if_done(&process).await;
         }
         Ok(data)
     }
@@ -167,9 +169,11 @@ impl agent_ttrpc::AgentService for AgentService {
             let container = self.sandbox.container(&req.container_id)?;
             let process = container.process(&req.exec_id)?;
             let status = process.wait().await;
-            // Once waited for, an exec's stdin is closed and its entry goes.
+            // Once waited for, an exec's stdin is closed; its entry goes once its output
+            // has been read too.
             process.io.stdin.lock().await.take();
-            container.forget(&req.exec_id);
+            container.mark_waited(&process);
+            container.forget_if_done(&process).await;
             Ok(api::WaitProcessResponse { status, ..Default::default() })
         }
         .await;

@@ -110,10 +110,11 @@ pub enum ChildStdio {
         /// Write end of the stderr pipe.
         stderr: OwnedFd,
     },
-    /// The slave side of a pty, which becomes the controlling terminal.
+    /// A terminal allocated inside the container (its own devpts, so `tty` names it):
+    /// the child sends the master back over this socket and keeps the slave.
     Pty {
-        /// The pty slave.
-        slave: OwnedFd,
+        /// The child's end of the socket pair.
+        socket: OwnedFd,
     },
 }
 
@@ -144,8 +145,8 @@ pub struct ProcessSetup {
     pub oom_score_adj: Option<CString>,
     /// The cgroup.procs file to join.
     pub cgroup_procs: Option<CString>,
-    /// Standard streams.
-    pub stdio: ChildStdio,
+    /// Standard streams; taken (and the agent's copies closed) once the child is forked.
+    pub stdio: Option<ChildStdio>,
     /// Window size for a pty (rows, cols).
     pub console_size: Option<(u16, u16)>,
 }
@@ -306,12 +307,13 @@ pub fn spawn(
     reaper: &Reaper,
     container: Option<&ContainerSetup>,
     join: Option<&JoinNamespaces>,
-    process: &ProcessSetup,
+    process: &mut ProcessSetup,
     wait_for_start: bool,
 ) -> std::io::Result<Spawned> {
     let (report_read, report_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let (start_read, start_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let reaper = reaper.clone();
+    let child_view: &ProcessSetup = process;
     let outcome = std::thread::scope(|scope| {
         scope
             .spawn(|| -> std::io::Result<(Pid, ExitWatch)> {
@@ -327,7 +329,7 @@ pub fn spawn(
                         nix::unistd::ForkResult::Child => child_main(
                             container,
                             join,
-                            process,
+                            child_view,
                             report_write.as_raw_fd(),
                             wait_for_start.then_some(start_read.as_raw_fd()),
                         ),
@@ -339,6 +341,8 @@ pub fn spawn(
             .map_err(|_| std::io::Error::other("the spawning thread panicked"))?
     });
     let (pid, exit) = outcome?;
+    // The child has its own copies now.
+    process.stdio = None;
     drop(report_write);
     drop(start_read);
     Ok(Spawned {
@@ -518,29 +522,79 @@ fn write_file(path: &CStr, value: &CStr) -> libc::c_int {
     if rc < 0 { -1 } else { 0 }
 }
 
+/// Sends `fd` over the unix socket `socket` (SCM_RIGHTS) without allocating.
+fn send_fd(socket: RawFd, fd: RawFd) -> libc::c_int {
+    let mut byte = 0u8;
+    let mut iov = libc::iovec { iov_base: (&mut byte as *mut u8).cast(), iov_len: 1 };
+    let mut control = [0u64; 8];
+    // SAFETY: msghdr is a plain C struct; all-zero is its empty value.
+    let mut message: libc::msghdr = unsafe { std::mem::zeroed() };
+    message.msg_iov = &mut iov;
+    message.msg_iovlen = 1;
+    message.msg_control = control.as_mut_ptr().cast();
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    message.msg_controllen = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as _;
+    // SAFETY: the control buffer is large enough for one descriptor and aligned for cmsghdr.
+    unsafe {
+        let header = libc::CMSG_FIRSTHDR(&message);
+        (*header).cmsg_level = libc::SOL_SOCKET;
+        (*header).cmsg_type = libc::SCM_RIGHTS;
+        (*header).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(header).cast::<RawFd>(), fd);
+    }
+    // SAFETY: message points at live stack buffers.
+    unsafe { libc::sendmsg(socket, &message, 0) as libc::c_int }
+}
+
+/// `send_fd` for unit tests elsewhere in the crate.
+#[cfg(test)]
+pub fn send_fd_for_tests(socket: RawFd, fd: RawFd) -> libc::c_int {
+    send_fd(socket, fd)
+}
+
+/// Opens a pty in the (container's) /dev/pts, sends the master to the agent and returns
+/// the slave.
+fn open_container_pty(socket: RawFd, report: RawFd) -> RawFd {
+    // SAFETY: see the note above mount_raw.
+    let master = unsafe { libc::open(c"/dev/ptmx".as_ptr(), libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) };
+    check(report, Step::Terminal, 2, master);
+    let unlock: libc::c_int = 0;
+    // SAFETY: TIOCSPTLCK reads one int.
+    check(report, Step::Terminal, 3, unsafe { libc::ioctl(master, libc::TIOCSPTLCK, &unlock) });
+    // SAFETY: TIOCGPTPEER returns a new descriptor for the slave.
+    let slave = unsafe { libc::ioctl(master, libc::TIOCGPTPEER, libc::O_RDWR | libc::O_NOCTTY) };
+    check(report, Step::Terminal, 4, slave);
+    check(report, Step::Terminal, 5, send_fd(socket, master));
+    // SAFETY: the agent has its own copy now.
+    unsafe { libc::close(master) };
+    slave
+}
+
 fn setup_stdio(process: &ProcessSetup, report: RawFd) {
     // SAFETY: setsid has no arguments.
     check(report, Step::Terminal, 0, unsafe { libc::setsid() });
     match &process.stdio {
-        ChildStdio::Pipes { stdin, stdout, stderr } => {
+        Some(ChildStdio::Pipes { stdin, stdout, stderr }) => {
             for (index, (fd, target)) in [(stdin, 0), (stdout, 1), (stderr, 2)].into_iter().enumerate() {
                 // SAFETY: dup2 onto the standard descriptors.
                 check(report, Step::Stdio, index, unsafe { libc::dup2(fd.as_raw_fd(), target) });
             }
         }
-        ChildStdio::Pty { slave } => {
+        Some(ChildStdio::Pty { socket }) => {
+            let slave = open_container_pty(socket.as_raw_fd(), report);
             // SAFETY: the pty slave becomes the controlling terminal of the new session.
-            check(report, Step::Terminal, 1, unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) });
+            check(report, Step::Terminal, 1, unsafe { libc::ioctl(slave, libc::TIOCSCTTY, 0) });
             if let Some((rows, cols)) = process.console_size {
                 let size = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
                 // SAFETY: TIOCSWINSZ reads one winsize from the stack.
-                unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSWINSZ, &size) };
+                unsafe { libc::ioctl(slave, libc::TIOCSWINSZ, &size) };
             }
             for target in 0..3 {
                 // SAFETY: dup2 onto the standard descriptors.
-                check(report, Step::Stdio, target as usize, unsafe { libc::dup2(slave.as_raw_fd(), target) });
+                check(report, Step::Stdio, target as usize, unsafe { libc::dup2(slave, target) });
             }
         }
+        None => {}
     }
 }
 
@@ -577,6 +631,23 @@ fn set_credentials(process: &ProcessSetup, report: RawFd) {
     }
 }
 
+/// Gives the workload default signal handling: dispositions the agent ignores (SIGPIPE
+/// in a Rust program) would otherwise survive exec, and so would a blocked mask.
+fn reset_signals() {
+    for signal in 1..libc::SIGRTMAX() {
+        if signal != libc::SIGKILL && signal != libc::SIGSTOP {
+            // SAFETY: restoring the default disposition; no handler runs in this child.
+            unsafe { libc::signal(signal, libc::SIG_DFL) };
+        }
+    }
+    // SAFETY: an empty set on the stack.
+    unsafe {
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+    }
+}
+
 /// The forked child. Never returns.
 fn child_main(
     container: Option<&ContainerSetup>,
@@ -585,6 +656,7 @@ fn child_main(
     report: RawFd,
     start: Option<RawFd>,
 ) -> ! {
+    reset_signals();
     if let Some(procs) = &process.cgroup_procs {
         check(report, Step::Cgroup, 0, write_file(procs, c"0"));
     }

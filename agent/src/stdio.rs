@@ -5,6 +5,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use nix::sys::socket;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::Mutex;
 
@@ -57,6 +58,49 @@ impl Stream {
     }
 }
 
+/// The agent's side before the child has run: ready (pipes), or waiting for the pty
+/// master the child allocates inside the container.
+pub enum PendingIo {
+    /// Pipes: nothing to wait for.
+    Ready(ProcessIo),
+    /// The agent's end of the socket the child sends its pty master over.
+    Pty(OwnedFd),
+}
+
+impl PendingIo {
+    /// The streams, receiving the pty master if there is one. Call once the child has
+    /// reported (it sends the master before that); a child that died first closes the
+    /// socket, which is an error here.
+    pub fn finish(self) -> Result<ProcessIo, String> {
+        match self {
+            PendingIo::Ready(io) => Ok(io),
+            PendingIo::Pty(socket) => {
+                let mut byte = [0u8; 1];
+                let mut iov = [std::io::IoSliceMut::new(&mut byte)];
+                let mut space = nix::cmsg_space!(std::os::fd::RawFd);
+                let message = socket::recvmsg::<()>(
+                    socket.as_raw_fd(),
+                    &mut iov,
+                    Some(&mut space),
+                    socket::MsgFlags::MSG_CMSG_CLOEXEC | socket::MsgFlags::MSG_DONTWAIT,
+                )
+                .map_err(|e| format!("receiving the pty master: {e}"))?;
+                let fd = message
+                    .cmsgs()
+                    .map_err(|e| format!("receiving the pty master: {e}"))?
+                    .find_map(|cmsg| match cmsg {
+                        socket::ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
+                        _ => None,
+                    })
+                    .ok_or("the process did not send its pty master")?;
+                // SAFETY: SCM_RIGHTS gave us a new descriptor that nothing else owns.
+                let master = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+                ProcessIo::from_pty_master(master)
+            }
+        }
+    }
+}
+
 /// The agent's ends of a process's streams.
 pub struct ProcessIo {
     /// Where WriteStdin goes; `None` once closed.
@@ -70,23 +114,19 @@ pub struct ProcessIo {
 }
 
 impl ProcessIo {
-    /// Creates the pipes (or a pty) and returns the agent's ends plus the child's.
-    pub fn create(terminal: bool) -> Result<(Self, ChildStdio), String> {
+    /// Creates the pipes (or, for a terminal, the socket the child sends its pty master
+    /// over) and returns the agent's side plus the child's.
+    pub fn create(terminal: bool) -> Result<(PendingIo, ChildStdio), String> {
         let fail = |what: &str, e: Errno| format!("creating {what}: {e}");
         if terminal {
-            let pty = nix::pty::openpty(None, None).map_err(|e| fail("a pty", e))?;
-            for fd in [&pty.master, &pty.slave] {
-                fcntl(fd, FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC)).map_err(|e| fail("a pty", e))?;
-            }
-            let reader = pty.master.try_clone().map_err(|e| format!("duplicating the pty: {e}"))?;
-            let writer = pty.master.try_clone().map_err(|e| format!("duplicating the pty: {e}"))?;
-            let io = Self {
-                stdin: Mutex::new(Some(Stream::new(writer).map_err(|e| format!("pty: {e}"))?)),
-                stdout: Mutex::new(Some(Stream::new(reader).map_err(|e| format!("pty: {e}"))?)),
-                stderr: Mutex::new(None),
-                pty_master: Some(pty.master),
-            };
-            return Ok((io, ChildStdio::Pty { slave: pty.slave }));
+            let (ours, theirs) = socket::socketpair(
+                socket::AddressFamily::Unix,
+                socket::SockType::Stream,
+                None,
+                socket::SockFlag::SOCK_CLOEXEC,
+            )
+            .map_err(|e| fail("the terminal socket", e))?;
+            return Ok((PendingIo::Pty(ours), ChildStdio::Pty { socket: theirs }));
         }
         let pipe = || nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| fail("a pipe", e));
         let (stdin_read, stdin_write) = pipe()?;
@@ -100,13 +140,26 @@ impl ProcessIo {
             pty_master: None,
         };
         Ok((
-            io,
+            PendingIo::Ready(io),
             ChildStdio::Pipes {
                 stdin: stdin_read,
                 stdout: stdout_write,
                 stderr: stderr_write,
             },
         ))
+    }
+
+    /// Streams over a pty master: stdout and stdin both use it, stderr is merged.
+    pub fn from_pty_master(master: OwnedFd) -> Result<Self, String> {
+        let clone = |fd: &OwnedFd| fd.try_clone().map_err(|e| format!("duplicating the pty master: {e}"));
+        let reader = Stream::new(clone(&master)?).map_err(|e| format!("pty: {e}"))?;
+        let writer = Stream::new(clone(&master)?).map_err(|e| format!("pty: {e}"))?;
+        Ok(Self {
+            stdin: Mutex::new(Some(writer)),
+            stdout: Mutex::new(Some(reader)),
+            stderr: Mutex::new(None),
+            pty_master: Some(master),
+        })
     }
 
     /// Sets the pty window size.
@@ -129,6 +182,7 @@ mod tests {
     #[tokio::test]
     async fn pipes_carry_bytes_and_report_the_end() {
         let (io, child) = ProcessIo::create(false).unwrap();
+        let io = io.finish().unwrap();
         let ChildStdio::Pipes { stdin, stdout, stderr } = child else { panic!("pipes") };
         io.stdin.lock().await.as_ref().unwrap().write_all(b"ping").await.unwrap();
         let mut got = [0u8; 4];
@@ -145,9 +199,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_pty_echoes_and_resizes() {
-        let (io, child) = ProcessIo::create(true).unwrap();
-        let ChildStdio::Pty { slave } = child else { panic!("pty") };
+    async fn a_pty_master_sent_over_the_socket_echoes_and_resizes() {
+        let (pending, child) = ProcessIo::create(true).unwrap();
+        let ChildStdio::Pty { socket } = child else { panic!("pty") };
+        let pty = nix::pty::openpty(None, None).unwrap();
+        assert!(super::super::spawn::send_fd_for_tests(socket.as_raw_fd(), pty.master.as_raw_fd()) > 0);
+        drop(pty.master);
+        let io = pending.finish().unwrap();
+        let slave = pty.slave;
         io.resize(40, 120).unwrap();
         let mut size = libc::winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
         // SAFETY: TIOCGWINSZ writes one winsize to the stack.
@@ -155,9 +214,15 @@ mod tests {
         assert_eq!((size.ws_row, size.ws_col), (40, 120));
         nix::unistd::write(&slave, b"hi\n").unwrap();
         let out = io.stdout.lock().await;
-        let got = out.as_ref().unwrap().read(100).await.unwrap();
-        assert_eq!(got, b"hi\r\n");
+        assert_eq!(out.as_ref().unwrap().read(100).await.unwrap(), b"hi\r\n");
         drop(slave);
         assert!(out.as_ref().unwrap().read(100).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_child_that_never_sent_a_master_is_an_error() {
+        let (pending, child) = ProcessIo::create(true).unwrap();
+        drop(child);
+        assert!(pending.finish().is_err());
     }
 }

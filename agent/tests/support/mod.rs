@@ -1,0 +1,365 @@
+//! Shared pieces of the agent integration tests: a busybox rootfs, OCI specs, and the
+//! lifecycle scenarios, run against a host-mode agent and against the agent as PID 1 of
+//! a Dragonball VM.
+
+#![allow(dead_code)]
+
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use agent_client::{AgentClient, context};
+use kata_agent_protocols::agent as api;
+use kata_agent_protocols::oci;
+
+/// Timeout for RPCs that should answer promptly.
+pub const RPC: Duration = Duration::from_secs(30);
+/// No timeout, as Kata uses for wait/read/write.
+pub const FOREVER: Duration = Duration::ZERO;
+
+/// Builds a busybox rootfs at `dir` from `busybox` and its `.links` list.
+pub fn busybox_rootfs(dir: &Path, busybox: &Path) {
+    for sub in ["bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "tmp", "etc", "root"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    std::fs::copy(busybox, dir.join("bin/busybox")).unwrap();
+    let links = std::fs::read_to_string(busybox.with_extension("links"))
+        .or_else(|_| std::fs::read_to_string(format!("{}.links", busybox.display())))
+        .expect("busybox.links next to busybox (make busybox)");
+    for link in links.lines().filter(|l| l.starts_with('/')) {
+        let path = dir.join(link.trim_start_matches('/'));
+        if path != dir.join("bin/busybox") && !path.exists() {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            let _ = symlink("/bin/busybox", &path);
+        }
+    }
+    std::fs::write(dir.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000::/tmp:/bin/sh\n").unwrap();
+    std::fs::write(dir.join("etc/group"), "root:x:0:\nuser:x:1000:\n").unwrap();
+}
+
+fn mount(destination: &str, kind: &str, source: &str, options: &[&str]) -> oci::Mount {
+    oci::Mount {
+        destination: destination.into(),
+        type_: kind.into(),
+        source: source.into(),
+        options: options.iter().map(|o| o.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+/// The capabilities containerd gives a default container.
+pub const DEFAULT_CAPS: [&str; 14] = [
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
+    "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+];
+
+/// A process running `args` as root in `/` with a PATH.
+pub fn process(args: &[&str], terminal: bool) -> oci::Process {
+    let caps: Vec<String> = DEFAULT_CAPS.iter().map(|c| c.to_string()).collect();
+    oci::Process {
+        Terminal: terminal,
+        Args: args.iter().map(|a| a.to_string()).collect(),
+        Env: vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(), "HOME=/root".into()],
+        Cwd: "/".into(),
+        User: Some(oci::User::default()).into(),
+        Capabilities: Some(oci::LinuxCapabilities {
+            Bounding: caps.clone(),
+            Effective: caps.clone(),
+            Permitted: caps,
+            ..Default::default()
+        })
+        .into(),
+        NoNewPrivileges: true,
+        ..Default::default()
+    }
+}
+
+/// A spec like containerd's default: new pid/ipc/uts/mount namespaces and the usual mounts.
+pub fn spec(rootfs: &str, process: oci::Process) -> oci::Spec {
+    let namespaces = ["pid", "ipc", "uts", "mount"]
+        .iter()
+        .map(|kind| oci::LinuxNamespace { Type: kind.to_string(), ..Default::default() })
+        .collect();
+    oci::Spec {
+        Version: "1.1.0".into(),
+        Process: Some(process).into(),
+        Root: Some(oci::Root { Path: rootfs.into(), Readonly: false, ..Default::default() }).into(),
+        Hostname: "ctr".into(),
+        Mounts: vec![
+            mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
+            mount("/dev", "tmpfs", "tmpfs", &["nosuid", "strictatime", "mode=755", "size=65536k"]),
+            mount("/dev/pts", "devpts", "devpts", &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]),
+            mount("/dev/shm", "tmpfs", "shm", &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]),
+            mount("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"]),
+            mount("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", "ro"]),
+        ],
+        Linux: Some(oci::Linux {
+            Namespaces: namespaces,
+            MaskedPaths: vec!["/proc/kcore".into(), "/proc/keys".into(), "/proc/acpi".into()],
+            ReadonlyPaths: vec!["/proc/sys".into(), "/proc/sysrq-trigger".into()],
+            ..Default::default()
+        })
+        .into(),
+        ..Default::default()
+    }
+}
+
+/// CreateContainer.
+pub async fn create(client: &AgentClient, id: &str, spec: oci::Spec) -> ttrpc::Result<()> {
+    let request = api::CreateContainerRequest {
+        container_id: id.into(),
+        exec_id: id.into(),
+        OCI: Some(spec).into(),
+        ..Default::default()
+    };
+    client.agent.create_container(context(RPC), &request).await.map(drop)
+}
+
+/// StartContainer.
+pub async fn start(client: &AgentClient, id: &str) -> ttrpc::Result<()> {
+    let request = api::StartContainerRequest { container_id: id.into(), ..Default::default() };
+    client.agent.start_container(context(RPC), &request).await.map(drop)
+}
+
+/// Reads a stream to its end.
+pub async fn read_all(client: &AgentClient, id: &str, exec: &str, stderr: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let request = api::ReadStreamRequest {
+            container_id: id.into(),
+            exec_id: exec.into(),
+            len: 64 * 1024,
+            ..Default::default()
+        };
+        let reply = if stderr {
+            client.agent.read_stderr(context(FOREVER), &request).await
+        } else {
+            client.agent.read_stdout(context(FOREVER), &request).await
+        };
+        match reply {
+            Ok(reply) if !reply.data.is_empty() => out.extend_from_slice(&reply.data),
+            _ => return out,
+        }
+    }
+}
+
+/// WaitProcess.
+pub async fn wait(client: &AgentClient, id: &str, exec: &str) -> i32 {
+    let request = api::WaitProcessRequest { container_id: id.into(), exec_id: exec.into(), ..Default::default() };
+    client.agent.wait_process(context(FOREVER), &request).await.expect("WaitProcess").status
+}
+
+/// SignalProcess.
+pub async fn signal(client: &AgentClient, id: &str, exec: &str, signal: u32) -> ttrpc::Result<()> {
+    let request = api::SignalProcessRequest {
+        container_id: id.into(),
+        exec_id: exec.into(),
+        signal,
+        ..Default::default()
+    };
+    client.agent.signal_process(context(RPC), &request).await.map(drop)
+}
+
+/// RemoveContainer.
+pub async fn remove(client: &AgentClient, id: &str) -> ttrpc::Result<()> {
+    let request = api::RemoveContainerRequest { container_id: id.into(), timeout: 20, ..Default::default() };
+    client.agent.remove_container(context(RPC), &request).await.map(drop)
+}
+
+/// Writes to stdin; empty data closes it.
+pub async fn write_stdin(client: &AgentClient, id: &str, exec: &str, data: &[u8]) {
+    let request = api::WriteStreamRequest {
+        container_id: id.into(),
+        exec_id: exec.into(),
+        data: data.to_vec(),
+        ..Default::default()
+    };
+    client.agent.write_stdin(context(FOREVER), &request).await.expect("WriteStdin");
+}
+
+/// Runs a container to its end: (status, stdout, stderr). Removes it afterwards.
+pub async fn run(client: &AgentClient, id: &str, spec: oci::Spec) -> (i32, Vec<u8>, Vec<u8>) {
+    create(client, id, spec).await.unwrap_or_else(|e| panic!("CreateContainer {id}: {e}"));
+    start(client, id).await.unwrap_or_else(|e| panic!("StartContainer {id}: {e}"));
+    let (out, err, status) = tokio::join!(
+        read_all(client, id, "", false),
+        read_all(client, id, "", true),
+        wait(client, id, "")
+    );
+    remove(client, id).await.unwrap_or_else(|e| panic!("RemoveContainer {id}: {e}"));
+    (status, out, err)
+}
+
+/// The status code of a ttrpc error.
+pub fn code(result: ttrpc::Result<()>) -> ttrpc::Code {
+    match result {
+        Err(ttrpc::Error::RpcStatus(status)) => status.code(),
+        other => panic!("expected an RPC status, got {other:?}"),
+    }
+}
+
+/// The message of a ttrpc error.
+pub fn message(result: ttrpc::Result<()>) -> String {
+    match result {
+        Err(ttrpc::Error::RpcStatus(status)) => status.message,
+        other => panic!("expected an RPC status, got {other:?}"),
+    }
+}
+
+/// Where one run keeps its rootfs, as seen by the test and by the agent.
+pub struct Rootfs {
+    /// The directory the agent sees as root.path.
+    pub agent_path: String,
+}
+
+/// Every scenario that needs no cgroup v2, in order. Each checks the agent still serves.
+pub async fn lifecycle_scenarios(client: &AgentClient, rootfs: &Rootfs) {
+    let root = rootfs.agent_path.as_str();
+
+    // Output and exit codes.
+    let (status, out, err) = run(client, "hello", spec(root, process(&["echo", "hello"], false))).await;
+    assert_eq!((status, out.as_slice(), err.as_slice()), (0, &b"hello\n"[..], &b""[..]));
+    let (status, _, err) =
+        run(client, "three", spec(root, process(&["sh", "-c", "echo oops >&2; exit 3"], false))).await;
+    assert_eq!((status, err.as_slice()), (3, &b"oops\n"[..]));
+
+    // SIGKILL → 137, and killing again is fine.
+    create(client, "sleeper", spec(root, process(&["sleep", "1000"], false))).await.unwrap();
+    start(client, "sleeper").await.unwrap();
+    signal(client, "sleeper", "", 9).await.unwrap();
+    assert_eq!(wait(client, "sleeper", "").await, 137);
+    signal(client, "sleeper", "", 9).await.unwrap();
+    remove(client, "sleeper").await.unwrap();
+
+    // stdin → stdout.
+    create(client, "cat", spec(root, process(&["cat"], false))).await.unwrap();
+    start(client, "cat").await.unwrap();
+    write_stdin(client, "cat", "", b"ping over stdin\n").await;
+    write_stdin(client, "cat", "", b"").await;
+    assert_eq!(read_all(client, "cat", "", false).await, b"ping over stdin\n");
+    assert_eq!(wait(client, "cat", "").await, 0);
+    remove(client, "cat").await.unwrap();
+
+    // A terminal: the process sees a pty of the size asked for.
+    let mut tty = process(&["sh", "-c", "tty; stty size"], true);
+    tty.ConsoleSize = Some(oci::Box { Height: 33, Width: 101, ..Default::default() }).into();
+    let (status, out, _) = run(client, "tty", spec(root, tty)).await;
+    let text = String::from_utf8_lossy(&out);
+    assert_eq!(status, 0, "{text}");
+    assert!(text.contains("/dev/pts/0") && text.contains("33 101"), "{text}");
+
+    // env, cwd, user and groups, hostname.
+    let mut who = process(&["sh", "-c", "echo $FOO; pwd; id -u; id -g; id -G; hostname"], false);
+    who.Env.push("FOO=bar".into());
+    who.Cwd = "/tmp/work".into();
+    who.User = Some(oci::User { UID: 1000, GID: 1000, AdditionalGids: vec![1000, 10], ..Default::default() }).into();
+    let (status, out, err) = run(client, "who", spec(root, who)).await;
+    assert_eq!(status, 0, "{}", String::from_utf8_lossy(&err));
+    assert_eq!(String::from_utf8_lossy(&out), "bar\n/tmp/work\n1000\n1000\n1000 10\nctr\n");
+
+    // A read-only rootfs.
+    let mut ro = spec(root, process(&["sh", "-c", "touch /x 2>/dev/null && echo writable || echo read-only"], false));
+    ro.Root.as_mut().unwrap().Readonly = true;
+    let (_, out, _) = run(client, "ro", ro).await;
+    assert_eq!(out, b"read-only\n");
+
+    // Exec into a running container, then into a stopped one.
+    // (A PID-namespace init only gets signals it handles: hence the trap.)
+    let base = process(&["sh", "-c", "trap 'exit 7' TERM; while true; do sleep 0.1; done"], false);
+    create(client, "base", spec(root, base)).await.unwrap();
+    start(client, "base").await.unwrap();
+    let exec = api::ExecProcessRequest {
+        container_id: "base".into(),
+        exec_id: "e1".into(),
+        process: Some(process(&["sh", "-c", "echo exec-ok; cat /proc/1/comm; exit 5"], false)).into(),
+        ..Default::default()
+    };
+    client.agent.exec_process(context(RPC), &exec).await.expect("ExecProcess");
+    let (out, status) = tokio::join!(read_all(client, "base", "e1", false), wait(client, "base", "e1"));
+    assert_eq!((status, String::from_utf8_lossy(&out).as_ref()), (5, "exec-ok\nsh\n"));
+    signal(client, "base", "", 15).await.unwrap();
+    assert_eq!(wait(client, "base", "").await, 7);
+    let late = api::ExecProcessRequest { exec_id: "e2".into(), ..exec.clone() };
+    let result = client.agent.exec_process(context(RPC), &late).await.map(drop);
+    assert_eq!(code(result), ttrpc::Code::FAILED_PRECONDITION);
+    remove(client, "base").await.unwrap();
+
+    // 10 MiB of stdout, byte for byte.
+    let big = process(&["sh", "-c", "yes 0123456789abcdef | head -c 10485760"], false);
+    let (status, out, _) = run(client, "big", spec(root, big)).await;
+    assert_eq!(status, 0);
+    assert_eq!(out.len(), 10 << 20);
+    assert!(out.chunks(17).all(|line| line == &b"0123456789abcdef\n"[..line.len()]));
+
+    bad_input(client, root).await;
+}
+
+async fn bad_input(client: &AgentClient, root: &str) {
+    // A spec without a process.
+    let mut no_process = spec(root, process(&["true"], false));
+    no_process.Process = None.into();
+    let result = create(client, "bad1", no_process).await;
+    assert!(message(result).contains("no process"));
+    // A missing rootfs.
+    let result = create(client, "bad2", spec("/no/such/rootfs", process(&["true"], false))).await;
+    let text = message(result);
+    assert!(text.contains("root.path '/no/such/rootfs'"), "{text}");
+    // A mount escaping the root, a bad capability, a missing executable.
+    let mut escape = spec(root, process(&["true"], false));
+    escape.Mounts.push(mount("/../../etc", "tmpfs", "tmpfs", &[]));
+    assert!(message(create(client, "bad3", escape).await).contains("mounts[6].destination"));
+    let mut caps = process(&["true"], false);
+    caps.Capabilities.as_mut().unwrap().Effective.push("CAP_TELEPORT".into());
+    assert!(message(create(client, "bad4", spec(root, caps)).await).contains("CAP_TELEPORT"));
+    create(client, "bad5", spec(root, process(&["/no/such/binary"], false))).await.unwrap();
+    let text = message(start(client, "bad5").await);
+    assert!(text.contains("'/no/such/binary'"), "{text}");
+    remove(client, "bad5").await.unwrap();
+    // Unknown and duplicate ids.
+    assert_eq!(code(start(client, "nope").await), ttrpc::Code::NOT_FOUND);
+    assert_eq!(code(signal(client, "nope", "", 9).await), ttrpc::Code::NOT_FOUND);
+    assert_eq!(code(create(client, "../evil", spec(root, process(&["true"], false))).await), ttrpc::Code::INVALID_ARGUMENT);
+    create(client, "dup", spec(root, process(&["true"], false))).await.unwrap();
+    assert_eq!(code(create(client, "dup", spec(root, process(&["true"], false))).await), ttrpc::Code::ALREADY_EXISTS);
+    remove(client, "dup").await.unwrap();
+    assert_eq!(code(signal(client, "dup", "", 9).await), ttrpc::Code::NOT_FOUND);
+    client.check(RPC).await.expect("the agent still serves after bad input");
+}
+
+/// Sends a ttrpc frame with a garbage payload and then raw garbage on `stream`; the agent
+/// must keep serving other connections.
+pub async fn garbage_frames(mut stream: tokio::net::UnixStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let payload = b"\xff\xff\xff\xff garbage that is not protobuf";
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&1u32.to_be_bytes());
+    frame.extend_from_slice(&[1, 0]);
+    frame.extend_from_slice(payload);
+    stream.write_all(&frame).await.unwrap();
+    let mut header = [0u8; 10];
+    // Either an error response or a closed connection is acceptable; a hang is not.
+    let answered = tokio::time::timeout(Duration::from_secs(20), stream.read(&mut header)).await;
+    assert!(answered.is_ok(), "the agent neither answered nor closed a garbage request");
+    let _ = stream.write_all(&[0xde; 4096]).await;
+}
+
+/// A scratch directory removed on drop.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    /// Creates `/tmp/<name>-<pid>` (or under `base`).
+    pub fn new(base: &Path, name: &str) -> Self {
+        let dir = base.join(format!("{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

@@ -1,0 +1,185 @@
+//! The runtime's connection to the guest agent: a ttrpc client over the VMM's hybrid
+//! vsock unix socket (`CONNECT <port>\n` → `OK <host port>\n`) or, for the agent's host
+//! mode, a plain unix socket. Connecting retries until the agent listens or a deadline.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use kata_agent_protocols::agent_ttrpc::AgentServiceClient;
+use kata_agent_protocols::health::{CheckRequest, health_check_response::ServingStatus};
+use kata_agent_protocols::health_ttrpc::HealthClient;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+
+pub use kata_agent_protocols::{AGENT_LOG_VSOCK_PORT, AGENT_VSOCK_PORT};
+
+/// Where the agent listens, seen from the host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// The VMM's hybrid vsock socket and the guest port.
+    HybridVsock {
+        /// The unix socket the VMM listens on.
+        uds: PathBuf,
+        /// The guest vsock port.
+        port: u32,
+    },
+    /// A unix socket the agent itself listens on (host mode).
+    Unix(PathBuf),
+}
+
+/// Why the agent could not be reached.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// Nothing answered before the deadline.
+    #[error("the agent at {endpoint} did not answer within {waited:?}: {last}")]
+    Timeout {
+        /// The endpoint, for the message.
+        endpoint: String,
+        /// How long we tried.
+        waited: Duration,
+        /// The last failure seen.
+        last: String,
+    },
+    /// The VMM refused the hybrid vsock handshake with something other than OK.
+    #[error("hybrid vsock {uds}: handshake answer '{answer}' instead of OK")]
+    Handshake {
+        /// The VMM socket.
+        uds: String,
+        /// What it said.
+        answer: String,
+    },
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::HybridVsock { uds, port } => write!(f, "hvsock://{}:{port}", uds.display()),
+            Endpoint::Unix(path) => write!(f, "unix://{}", path.display()),
+        }
+    }
+}
+
+/// Longest handshake answer accepted (`OK 4294967295\n` is 14 bytes).
+const MAX_ANSWER: usize = 32;
+
+/// Opens a stream to `port` through the VMM's hybrid vsock socket.
+pub async fn connect_hybrid_vsock(uds: &Path, port: u32) -> Result<UnixStream, String> {
+    let mut stream = UnixStream::connect(uds).await.map_err(|e| format!("connecting {}: {e}", uds.display()))?;
+    stream
+        .write_all(format!("CONNECT {port}\n").as_bytes())
+        .await
+        .map_err(|e| format!("sending CONNECT: {e}"))?;
+    // Byte by byte: whatever follows the newline belongs to the guest's stream.
+    let mut answer = Vec::new();
+    loop {
+        let byte = stream.read_u8().await.map_err(|e| format!("reading the CONNECT answer: {e}"))?;
+        if byte == b'\n' {
+            break;
+        }
+        answer.push(byte);
+        if answer.len() > MAX_ANSWER {
+            return Err("the CONNECT answer is too long".into());
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    if !answer.starts_with("OK ") {
+        return Err(format!("handshake answer '{answer}'"));
+    }
+    Ok(stream)
+}
+
+async fn open(endpoint: &Endpoint) -> Result<UnixStream, String> {
+    match endpoint {
+        Endpoint::HybridVsock { uds, port } => connect_hybrid_vsock(uds, *port).await,
+        Endpoint::Unix(path) => UnixStream::connect(path).await.map_err(|e| format!("connecting: {e}")),
+    }
+}
+
+/// A connected agent.
+#[derive(Clone)]
+pub struct AgentClient {
+    /// grpc.AgentService.
+    pub agent: AgentServiceClient,
+    /// grpc.Health.
+    pub health: HealthClient,
+}
+
+/// A ttrpc context with a timeout (0 = none, as Kata uses for wait/read/write calls).
+pub fn context(timeout: Duration) -> ttrpc::context::Context {
+    ttrpc::context::with_timeout(timeout.as_nanos().min(i64::MAX as u128) as i64)
+}
+
+impl AgentClient {
+    /// Connects and waits for Health.Check to answer SERVING, retrying until `deadline`.
+    pub async fn connect(endpoint: &Endpoint, deadline: Duration) -> Result<Self, ConnectError> {
+        let started = Instant::now();
+        let mut last = String::from("not tried");
+        while started.elapsed() < deadline {
+            match open(endpoint).await {
+                Ok(stream) => {
+                    let client = ttrpc::r#async::Client::new(ttrpc::r#async::transport::Socket::new(stream));
+                    let this = Self {
+                        agent: AgentServiceClient::new(client.clone()),
+                        health: HealthClient::new(client),
+                    };
+                    match this.check(Duration::from_secs(5)).await {
+                        Ok(()) => return Ok(this),
+                        Err(e) => last = e,
+                    }
+                }
+                Err(e) => last = e,
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Err(ConnectError::Timeout { endpoint: endpoint.to_string(), waited: deadline, last })
+    }
+
+    /// One Health.Check.
+    pub async fn check(&self, timeout: Duration) -> Result<(), String> {
+        let response = self
+            .health
+            .check(context(timeout), &CheckRequest::new())
+            .await
+            .map_err(|e| format!("Health.Check: {e}"))?;
+        match response.status.enum_value() {
+            Ok(ServingStatus::SERVING) => Ok(()),
+            other => Err(format!("Health.Check answered {other:?}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::UnixListener;
+
+    #[tokio::test]
+    async fn the_hybrid_vsock_handshake_is_checked() {
+        let dir = std::env::temp_dir().join(format!("agent-client-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let uds = dir.join("hv.sock");
+        let listener = UnixListener::bind(&uds).unwrap();
+        let server = tokio::spawn(async move {
+            for answer in [&b"OK 1073741824\nrest"[..], b"NO\n"] {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                let mut request = [0u8; 13];
+                stream.read_exact(&mut request).await.unwrap();
+                assert_eq!(&request, b"CONNECT 1024\n");
+                stream.write_all(answer).await.unwrap();
+            }
+        });
+        let mut stream = connect_hybrid_vsock(&uds, 1024).await.unwrap();
+        let mut rest = [0u8; 4];
+        stream.read_exact(&mut rest).await.unwrap();
+        assert_eq!(&rest, b"rest");
+        let err = connect_hybrid_vsock(&uds, 1024).await.unwrap_err();
+        assert!(err.contains("handshake answer 'NO'"), "{err}");
+        server.await.unwrap();
+        let err = AgentClient::connect(&Endpoint::HybridVsock { uds: uds.clone(), port: 1024 }, Duration::from_millis(100))
+            .await
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("did not answer within"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
