@@ -16,7 +16,7 @@ cross_cc_riscv64 := riscv64-linux-gnu-gcc
 cross_cc_x86_64 := gcc
 kernel_files_riscv64 := Image config
 kernel_files_x86_64 := vmlinux bzImage config
-STATIC_BINS := kvm-host-init kvm-smoke test-init dragonball
+STATIC_BINS := kvm-host-init kvm-smoke test-init dragonball kata-agent
 
 ifeq ($(filter $(ARCH),$(ARCHES)),)
 $(error ARCH=$(ARCH) is not supported: use riscv64 or x86_64)
@@ -30,7 +30,7 @@ help:
 	@echo "make setup                 install packages, rustup targets, virtiofsd (idempotent)"
 	@echo "make build                 host binaries + static binaries for both arches"
 	@echo "make kernel ARCH=a         guest kernel (cached in $(KATA_RV_CACHE))"
-	@echo "make initrd ARCH=a         test initrd (static test init as /init)"
+	@echo "make initrd ARCH=a         test initrd + sandbox initrd (kata-agent as /init)"
 	@echo "make images                OCI image tarballs: busybox + pause, both arches"
 	@echo "make kvm-host ARCH=a CMD=c run CMD inside the KVM test host of ARCH"
 	@echo "make bench BENCH=boot|fs   boot / virtio-fs benchmarks (riscv64, in the KVM test host)"
@@ -46,7 +46,7 @@ host:
 
 # Static binaries of ARCH (for guests and the KVM test hosts) copied into out/ARCH.
 static:
-	$(CARGO) build --release --target $(static_target_$(ARCH)) -p kvm-host -p dragonball --bins
+	$(CARGO) build --release --target $(static_target_$(ARCH)) -p kvm-host -p dragonball -p kata-agent --bins
 	mkdir -p $(OUT)/$(ARCH)
 	for b in $(STATIC_BINS); do \
 	  cp -f $(TARGET_DIR)/$(static_target_$(ARCH))/release/$$b $(OUT)/$(ARCH)/$$b; done
@@ -63,9 +63,12 @@ busybox:
 	bin=$$(tests/images/busybox.sh $(ARCH)); mkdir -p $(OUT)/$(ARCH); \
 	ln -sfn $$bin $(OUT)/$(ARCH)/busybox; ln -sfn $$bin.links $(OUT)/$(ARCH)/busybox.links
 
+# The test initrd (test-init as /init) and the sandbox initrd (kata-agent as /init).
 initrd: host static
 	$(TARGET_DIR)/release/rootfs-builder -o $(OUT)/$(ARCH)/test-initrd.cpio.gz \
 	  --init $(OUT)/$(ARCH)/test-init
+	$(TARGET_DIR)/release/rootfs-builder -o $(OUT)/$(ARCH)/kata-containers-initrd.img \
+	  --init $(OUT)/$(ARCH)/kata-agent --dir etc --dir run --dir tmp:1777
 
 pause:
 	mkdir -p $(OUT)/$(ARCH)
@@ -98,10 +101,10 @@ kvm-artifacts: kernel static virtiofsd
 
 # Test executables of the crates that run inside a KVM test host, built for ARCH.
 VM_TEST_PKGS := -p dragonball -p dbs-address-space -p dbs-arch -p dbs-boot -p dbs-interrupt -p dbs-legacy-devices \
-                -p dbs-virtio-devices
+                -p dbs-virtio-devices -p kata-agent
 vm-tests:
 	$(CARGO) test --release --target $(static_target_$(ARCH)) $(VM_TEST_PKGS) \
-	  --features dragonball/kvm-tests --no-run \
+	  --features dragonball/kvm-tests,kata-agent/vm-tests --no-run \
 	  --message-format=json | scripts/test-executables.py $(OUT)/$(ARCH)/tests
 
 # Runs those tests inside the KVM test host of ARCH (natively where KVM is real).
@@ -138,6 +141,8 @@ lint:
 	$(CARGO) clippy --workspace --all-targets --target $(static_target_riscv64) -- -D warnings
 	$(CARGO) clippy -p dragonball --all-targets --features kvm-tests -- -D warnings
 	$(CARGO) clippy -p dragonball --all-targets --features kvm-tests --target $(static_target_riscv64) -- -D warnings
+	$(CARGO) clippy -p kata-agent --all-targets --features vm-tests -- -D warnings
+	$(CARGO) clippy -p kata-agent --all-targets --features vm-tests --target $(static_target_riscv64) -- -D warnings
 
 test: setup lint
 	for a in $(ARCHES); do $(MAKE) --no-print-directory kvm-artifacts initrd ARCH=$$a; done

@@ -141,7 +141,7 @@ fn main() {
         // SAFETY: prctl with integer arguments only.
         unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     }
-    slog::info!(log, "kata-agent starting"; "version" => rpc::AGENT_VERSION, "pid1" => pid1);
+    slog::info!(log, "kata-agent starting"; "version" => rpc::AGENT_VERSION, "pid1" => pid1, "uptime_s" => uptime());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

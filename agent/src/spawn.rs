@@ -458,6 +458,16 @@ fn pivot_into(container: &ContainerSetup, report: RawFd) {
     let dot = c".";
     // SAFETY: pivot_root(".", ".") stacks the old root under the new one.
     let rc = unsafe { libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) };
+    if rc < 0 && last_errno() == libc::EINVAL {
+        // The VM's root is the initramfs, which cannot be pivoted away from: move the
+        // container root over "/" and chroot into it (what Kata does for initrd guests).
+        check(report, Step::PivotRoot, 4, mount_raw(dot, c"/", c"", MsFlags::MS_MOVE, c""));
+        // SAFETY: see the note above mount_raw.
+        check(report, Step::PivotRoot, 5, unsafe { libc::chroot(dot.as_ptr()) });
+        // SAFETY: see the note above mount_raw.
+        check(report, Step::PivotRoot, 6, unsafe { libc::chdir(c"/".as_ptr()) });
+        return;
+    }
     check(report, Step::PivotRoot, 0, rc as libc::c_int);
     // Keep unmount events of the old root from reaching the agent's namespace.
     check(report, Step::PivotRoot, 1, mount_raw(c"", dot, c"", MsFlags::MS_SLAVE | MsFlags::MS_REC, c""));

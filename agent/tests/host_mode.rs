@@ -54,7 +54,7 @@ async fn host_mode_container_lifecycle_and_bad_input() {
     }
     let scratch = Scratch::new(&std::env::temp_dir(), "agent-host");
     let rootfs = scratch.0.join("rootfs");
-    busybox_rootfs(&rootfs, &artifacts::out_dir(Arch::X86_64).join("busybox"));
+    busybox_rootfs(&rootfs, &artifacts::out_dir(Arch::native().expect("riscv64 or x86_64")).join("busybox"));
     let socket = scratch.0.join("agent.sock");
     let agent = start_agent(&socket);
     let client = AgentClient::connect(&Endpoint::Unix(socket.clone()), Duration::from_secs(20))
