@@ -68,7 +68,11 @@ pub fn mask(names: &[String]) -> Result<u64, String> {
     let mut bits = 0u64;
     for name in names {
         let upper = name.to_ascii_uppercase();
-        let full = if upper.starts_with("CAP_") { upper } else { format!("CAP_{upper}") };
+        let full = if upper.starts_with("CAP_") {
+            upper
+        } else {
+            format!("CAP_{upper}")
+        };
         let index = NAMES
             .iter()
             .position(|known| *known == full)
@@ -121,7 +125,11 @@ pub fn apply(sets: &CapSets) -> Result<(), i32> {
         pid: 0,
     };
     let split = |mask: u64| [mask as u32, (mask >> 32) as u32];
-    let (e, p, i) = (split(sets.effective), split(sets.permitted), split(sets.inheritable));
+    let (e, p, i) = (
+        split(sets.effective),
+        split(sets.permitted),
+        split(sets.inheritable),
+    );
     let data = [
         CapData {
             effective: e[0],
@@ -167,12 +175,18 @@ mod tests {
     fn names_map_to_kernel_bits() {
         assert_eq!(mask(&["CAP_CHOWN".into()]).unwrap(), 1);
         assert_eq!(mask(&["CAP_SYS_ADMIN".into()]).unwrap(), 1 << 21);
-        assert_eq!(mask(&["net_raw".into(), "CAP_KILL".into()]).unwrap(), (1 << 13) | (1 << 5));
+        assert_eq!(
+            mask(&["net_raw".into(), "CAP_KILL".into()]).unwrap(),
+            (1 << 13) | (1 << 5)
+        );
         assert_eq!(LAST_CAP, 40);
     }
 
     #[test]
     fn unknown_names_are_named() {
-        assert_eq!(mask(&["CAP_FLY".into()]).unwrap_err(), "unknown capability 'CAP_FLY'");
+        assert_eq!(
+            mask(&["CAP_FLY".into()]).unwrap_err(),
+            "unknown capability 'CAP_FLY'"
+        );
     }
 }

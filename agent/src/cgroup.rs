@@ -4,7 +4,9 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use kata_agent_protocols::agent::{CgroupStats, CpuStats, CpuUsage, MemoryData, MemoryStats, PidsStats, ThrottlingData};
+use kata_agent_protocols::agent::{
+    CgroupStats, CpuStats, CpuUsage, MemoryData, MemoryStats, PidsStats, ThrottlingData,
+};
 use kata_agent_protocols::oci::LinuxResources;
 
 /// Where cgroup2 is mounted.
@@ -95,7 +97,11 @@ impl Cgroup {
                 self.write("cpu.weight", &shares_to_weight(cpu.Shares).to_string())?;
             }
             if cpu.Quota != 0 || cpu.Period != 0 {
-                let quota = if cpu.Quota > 0 { cpu.Quota.to_string() } else { "max".to_string() };
+                let quota = if cpu.Quota > 0 {
+                    cpu.Quota.to_string()
+                } else {
+                    "max".to_string()
+                };
                 let period = if cpu.Period > 0 { cpu.Period } else { 100_000 };
                 self.write("cpu.max", &format!("{quota} {period}"))?;
             }
@@ -107,7 +113,11 @@ impl Cgroup {
             }
         }
         if let Some(pids) = resources.Pids.as_ref() {
-            let value = if pids.Limit > 0 { pids.Limit.to_string() } else { "max".to_string() };
+            let value = if pids.Limit > 0 {
+                pids.Limit.to_string()
+            } else {
+                "max".to_string()
+            };
             self.write("pids.max", &value)?;
         }
         Ok(())

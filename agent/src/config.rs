@@ -104,7 +104,12 @@ impl AgentConfig {
     }
 
     /// Applies one key; `Ok(false)` when the key is not one this agent knows.
-    pub fn apply(&mut self, key: &str, value: &str, source: &'static str) -> Result<bool, ConfigError> {
+    pub fn apply(
+        &mut self,
+        key: &str,
+        value: &str,
+        source: &'static str,
+    ) -> Result<bool, ConfigError> {
         let error = |reason: String| ConfigError {
             source,
             key: key.to_string(),
@@ -152,7 +157,9 @@ mod tests {
     fn cmdline_keys_apply_and_unknown_ones_are_reported() {
         let mut config = AgentConfig::default();
         let ignored = config
-            .apply_cmdline("console=ttyS0 agent.log=debug agent.log_vport=2000 agent.hotplug_timeout=3 quiet")
+            .apply_cmdline(
+                "console=ttyS0 agent.log=debug agent.log_vport=2000 agent.hotplug_timeout=3 quiet",
+            )
             .unwrap();
         assert_eq!(config.log_level, LogLevel::Debug);
         assert_eq!(config.log_vport, 2000);

@@ -17,7 +17,9 @@ use crate::cgroup::Cgroup;
 use crate::error::{AgentError, AgentResult};
 use crate::plan;
 use crate::reaper::{ExitStatus, ExitWatch, Reaper};
-use crate::spawn::{self, ChildFailure, ContainerSetup, JoinNamespaces, ProcessSetup, Report, Step};
+use crate::spawn::{
+    self, ChildFailure, ContainerSetup, JoinNamespaces, ProcessSetup, Report, Step,
+};
 use crate::stdio::ProcessIo;
 
 /// Where the agent keeps per-container bundles.
@@ -96,7 +98,9 @@ pub fn check_id(kind: &str, id: &str) -> AgentResult<()> {
     let ok = !id.is_empty()
         && id.len() <= 128
         && !id.starts_with('.')
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
     if ok {
         Ok(())
     } else {
@@ -107,7 +111,11 @@ pub fn check_id(kind: &str, id: &str) -> AgentResult<()> {
     }
 }
 
-fn describe_failure(failure: ChildFailure, container: Option<&ContainerSetup>, process: &ProcessSetup) -> String {
+fn describe_failure(
+    failure: ChildFailure,
+    container: Option<&ContainerSetup>,
+    process: &ProcessSetup,
+) -> String {
     let index = failure.index as usize;
     let what = match failure.step {
         Step::Mount | Step::MountPoint => container
@@ -123,8 +131,15 @@ fn describe_failure(failure: ChildFailure, container: Option<&ContainerSetup>, p
         Step::Sysctl => format!("linux.sysctl entry {index}"),
         Step::Rlimit => format!("process.rlimits[{index}]"),
         Step::Exec => {
-            let program = process.argv.first().map(|a| a.to_string_lossy().into_owned()).unwrap_or_default();
-            return format!("executable '{program}' could not be run: {}", failure.errno.desc());
+            let program = process
+                .argv
+                .first()
+                .map(|a| a.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            return format!(
+                "executable '{program}' could not be run: {}",
+                failure.errno.desc()
+            );
         }
         Step::Cwd => format!("process.cwd '{}'", process.cwd.to_string_lossy()),
         Step::Uid => format!("setting uid {}", process.uid),
@@ -185,20 +200,48 @@ impl Drop for CreateGuard {
 impl Container {
     /// Sets the container up to the point where only its workload's exec remains.
     pub async fn create(reaper: &Reaper, request: CreateRequest<'_>) -> AgentResult<Self> {
-        let CreateRequest { id, spec, cgroup_root, storages } = request;
-        let root = spec.Root.as_ref().ok_or_else(|| AgentError::invalid("OCI spec has no root"))?;
-        let process = spec.Process.as_ref().ok_or_else(|| AgentError::invalid("OCI spec has no process"))?;
+        let CreateRequest {
+            id,
+            spec,
+            cgroup_root,
+            storages,
+        } = request;
+        let root = spec
+            .Root
+            .as_ref()
+            .ok_or_else(|| AgentError::invalid("OCI spec has no root"))?;
+        let process = spec
+            .Process
+            .as_ref()
+            .ok_or_else(|| AgentError::invalid("OCI spec has no process"))?;
         let root_path = Path::new(&root.Path);
         if !root_path.is_absolute() {
-            return Err(AgentError::invalid(format!("root.path '{}' is not absolute", root.Path)));
+            return Err(AgentError::invalid(format!(
+                "root.path '{}' is not absolute",
+                root.Path
+            )));
         }
         match std::fs::metadata(root_path) {
             Ok(meta) if meta.is_dir() => {}
-            Ok(_) => return Err(AgentError::invalid(format!("root.path '{}' is not a directory", root.Path))),
-            Err(e) => return Err(AgentError::invalid(format!("root.path '{}': {e}", root.Path))),
+            Ok(_) => {
+                return Err(AgentError::invalid(format!(
+                    "root.path '{}' is not a directory",
+                    root.Path
+                )));
+            }
+            Err(e) => {
+                return Err(AgentError::invalid(format!(
+                    "root.path '{}': {e}",
+                    root.Path
+                )));
+            }
         }
         let resources = spec.Linux.as_ref().and_then(|l| l.Resources.as_ref());
-        let mut guard = CreateGuard { rootfs: None, bundle: None, cgroup: None };
+        let mut guard = CreateGuard {
+            rootfs: None,
+            bundle: None,
+            cgroup: None,
+        };
         let bundle = Path::new(BUNDLE_ROOT).join(id);
         std::fs::create_dir_all(&bundle)
             .map_err(|e| AgentError::internal(format!("creating {}: {e}", bundle.display())))?;
@@ -206,8 +249,14 @@ impl Container {
         let rootfs = bundle.join("rootfs");
         std::fs::create_dir_all(&rootfs)
             .map_err(|e| AgentError::internal(format!("creating {}: {e}", rootfs.display())))?;
-        nix::mount::mount(Some(root_path), &rootfs, None::<&str>, crate::storage::ROOTFS_BIND, None::<&str>)
-            .map_err(|e| AgentError::internal(format!("binding root.path '{}': {e}", root.Path)))?;
+        nix::mount::mount(
+            Some(root_path),
+            &rootfs,
+            None::<&str>,
+            crate::storage::ROOTFS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| AgentError::internal(format!("binding root.path '{}': {e}", root.Path)))?;
         guard.rootfs = Some(rootfs.clone());
         let cgroup = match cgroup_root {
             Some(root) => {
@@ -218,7 +267,9 @@ impl Container {
                 }
                 Some(cgroup)
             }
-            None if resources.is_some_and(|r| r.Memory.is_some() || r.CPU.is_some() || r.Pids.is_some()) => {
+            None if resources
+                .is_some_and(|r| r.Memory.is_some() || r.CPU.is_some() || r.Pids.is_some()) =>
+            {
                 return Err(AgentError::precondition(
                     "linux.resources needs cgroup v2, which this agent's host does not have",
                 ));
@@ -226,10 +277,11 @@ impl Container {
             None => None,
         };
         let setup = plan::container_setup(spec, &rootfs).map_err(AgentError::invalid)?;
-        let (pending_io, child_stdio) = ProcessIo::create(process.Terminal).map_err(AgentError::internal)?;
+        let (pending_io, child_stdio) =
+            ProcessIo::create(process.Terminal).map_err(AgentError::internal)?;
         let procs = cgroup.as_ref().map(Cgroup::procs_file);
-        let mut process_setup =
-            plan::process_setup(process, procs.as_deref(), child_stdio).map_err(AgentError::invalid)?;
+        let mut process_setup = plan::process_setup(process, procs.as_deref(), child_stdio)
+            .map_err(AgentError::invalid)?;
         let spawned = spawn::spawn(reaper, Some(&setup), None, &mut process_setup, true)
             .map_err(|e| AgentError::internal(format!("forking the container process: {e}")))?;
         let (outcome, report_pipe) = report(spawned.report).await;
@@ -242,14 +294,18 @@ impl Container {
                 )));
             }
             Report::Closed => {
-                return Err(AgentError::internal(format!("container {id}: the init process died during setup")));
+                return Err(AgentError::internal(format!(
+                    "container {id}: the init process died during setup"
+                )));
             }
         }
         let io = pending_io
             .finish()
             .map_err(|e| AgentError::internal(format!("container {id}: {e}")))?;
         let (Some(start), Some(report_pipe)) = (spawned.start, report_pipe) else {
-            return Err(AgentError::internal(format!("container {id}: lost the start pipes")));
+            return Err(AgentError::internal(format!(
+                "container {id}: lost the start pipes"
+            )));
         };
         let init = Arc::new(Process {
             exec_id: id.to_string(),
@@ -303,12 +359,21 @@ impl Container {
 
     /// Lets the init process exec its workload.
     pub async fn start(&self) -> AgentResult<()> {
-        let pending = self.init.pending_start.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let pending = self
+            .init
+            .pending_start
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         let Some((start, report_pipe)) = pending else {
-            return Err(AgentError::precondition(format!("container {} was already started", self.id)));
+            return Err(AgentError::precondition(format!(
+                "container {} was already started",
+                self.id
+            )));
         };
-        nix::unistd::write(&start, &[1])
-            .map_err(|e| AgentError::internal(format!("container {}: signalling start: {e}", self.id)))?;
+        nix::unistd::write(&start, &[1]).map_err(|e| {
+            AgentError::internal(format!("container {}: signalling start: {e}", self.id))
+        })?;
         drop(start);
         let (outcome, _) = report(report_pipe).await;
         match outcome {
@@ -316,7 +381,10 @@ impl Container {
                 *self.started.lock().unwrap_or_else(|e| e.into_inner()) = true;
                 Ok(())
             }
-            Report::Ready => Err(AgentError::internal(format!("container {}: unexpected report", self.id))),
+            Report::Ready => Err(AgentError::internal(format!(
+                "container {}: unexpected report",
+                self.id
+            ))),
             Report::Failed(failure) => {
                 let program = &self.program;
                 Err(AgentError::invalid(format!(
@@ -329,7 +397,12 @@ impl Container {
     }
 
     /// Starts another process inside the running container.
-    pub async fn exec(&self, reaper: &Reaper, exec_id: &str, process: &oci::Process) -> AgentResult<()> {
+    pub async fn exec(
+        &self,
+        reaper: &Reaper,
+        exec_id: &str,
+        process: &oci::Process,
+    ) -> AgentResult<()> {
         check_id("exec id", exec_id)?;
         if self.status() != Status::Running {
             return Err(AgentError::precondition(format!(
@@ -338,26 +411,40 @@ impl Container {
                 self.status()
             )));
         }
-        if self.execs.lock().unwrap_or_else(|e| e.into_inner()).contains_key(exec_id) {
-            return Err(AgentError::exists(format!("exec id '{exec_id}' already exists in container {}", self.id)));
+        if self
+            .execs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(exec_id)
+        {
+            return Err(AgentError::exists(format!(
+                "exec id '{exec_id}' already exists in container {}",
+                self.id
+            )));
         }
         let open_ns = |name: &str| {
             let path = format!("/proc/{}/ns/{name}", self.init.pid);
-            File::open(&path)
-                .map(OwnedFd::from)
-                .map_err(|e| AgentError::precondition(format!("container {}: opening {path}: {e}", self.id)))
+            File::open(&path).map(OwnedFd::from).map_err(|e| {
+                AgentError::precondition(format!("container {}: opening {path}: {e}", self.id))
+            })
         };
         let join = JoinNamespaces {
-            pid: if self.new_pid_ns { Some(open_ns("pid")?) } else { None },
+            pid: if self.new_pid_ns {
+                Some(open_ns("pid")?)
+            } else {
+                None
+            },
             others: self
                 .joined_namespaces
                 .iter()
                 .map(|(name, flag)| Ok((open_ns(name)?, *flag)))
                 .collect::<AgentResult<Vec<_>>>()?,
         };
-        let (pending_io, child_stdio) = ProcessIo::create(process.Terminal).map_err(AgentError::internal)?;
+        let (pending_io, child_stdio) =
+            ProcessIo::create(process.Terminal).map_err(AgentError::internal)?;
         let procs = self.cgroup.as_ref().map(Cgroup::procs_file);
-        let mut setup = plan::process_setup(process, procs.as_deref(), child_stdio).map_err(AgentError::invalid)?;
+        let mut setup = plan::process_setup(process, procs.as_deref(), child_stdio)
+            .map_err(AgentError::invalid)?;
         let spawned = spawn::spawn(reaper, None, Some(&join), &mut setup, false)
             .map_err(|e| AgentError::internal(format!("forking exec '{exec_id}': {e}")))?;
         let (outcome, _) = report(spawned.report).await;
@@ -368,9 +455,9 @@ impl Container {
                 describe_failure(failure, None, &setup)
             )));
         }
-        let io = pending_io
-            .finish()
-            .map_err(|e| AgentError::internal(format!("exec '{exec_id}' in container {}: {e}", self.id)))?;
+        let io = pending_io.finish().map_err(|e| {
+            AgentError::internal(format!("exec '{exec_id}' in container {}: {e}", self.id))
+        })?;
         let process = Arc::new(Process {
             exec_id: exec_id.to_string(),
             pid: spawned.pid,
@@ -379,7 +466,10 @@ impl Container {
             pending_start: Mutex::new(None),
             waited: Default::default(),
         });
-        self.execs.lock().unwrap_or_else(|e| e.into_inner()).insert(exec_id.to_string(), process);
+        self.execs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(exec_id.to_string(), process);
         Ok(())
     }
 
@@ -393,7 +483,9 @@ impl Container {
             .unwrap_or_else(|e| e.into_inner())
             .get(exec_id)
             .cloned()
-            .ok_or_else(|| AgentError::not_found(format!("container {} has no process '{exec_id}'", self.id)))
+            .ok_or_else(|| {
+                AgentError::not_found(format!("container {} has no process '{exec_id}'", self.id))
+            })
     }
 
     /// Forgets an exec'd process once it has been waited for and its output has been
@@ -403,15 +495,21 @@ impl Container {
         if process.exec_id == self.id {
             return;
         }
-        let drained = process.io.stdout.lock().await.is_none() && process.io.stderr.lock().await.is_none();
+        let drained =
+            process.io.stdout.lock().await.is_none() && process.io.stderr.lock().await.is_none();
         if drained && process.waited.load(Ordering::SeqCst) {
-            self.execs.lock().unwrap_or_else(|e| e.into_inner()).remove(&process.exec_id);
+            self.execs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&process.exec_id);
         }
     }
 
     /// Records that WaitProcess has answered for `process`.
     pub fn mark_waited(&self, process: &Process) {
-        process.waited.store(true, std::sync::atomic::Ordering::SeqCst);
+        process
+            .waited
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Sends `signal` to one process; for the init process of a container sharing the
@@ -429,25 +527,40 @@ impl Container {
             )));
         }
         if Arc::ptr_eq(&process, &self.init) && self.status() == Status::Created && !terminating {
-            return Err(AgentError::precondition(format!("container {} has not been started", self.id)));
+            return Err(AgentError::precondition(format!(
+                "container {} has not been started",
+                self.id
+            )));
         }
-        if Arc::ptr_eq(&process, &self.init) && !self.new_pid_ns && let Some(cgroup) = &self.cgroup {
+        if Arc::ptr_eq(&process, &self.init)
+            && !self.new_pid_ns
+            && let Some(cgroup) = &self.cgroup
+        {
             cgroup.signal_all(signal);
         }
         match nix::sys::signal::kill(process.pid, signal) {
             Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
-            Err(e) => Err(AgentError::internal(format!("signalling {}: {e}", process.exec_id))),
+            Err(e) => Err(AgentError::internal(format!(
+                "signalling {}: {e}",
+                process.exec_id
+            ))),
         }
     }
 
     /// Kills everything, waits (at most `timeout` seconds; 0 = forever) and removes the
     /// bundle, rootfs bind and cgroup.
     pub async fn destroy(&self, timeout: u32) -> AgentResult<()> {
-        if self.status() == Status::Paused && let Some(cgroup) = &self.cgroup {
+        if self.status() == Status::Paused
+            && let Some(cgroup) = &self.cgroup
+        {
             let _ = cgroup.freeze(false);
         }
         // Dropping the start pipe ends a container that was never started.
-        self.init.pending_start.lock().unwrap_or_else(|e| e.into_inner()).take();
+        self.init
+            .pending_start
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         match &self.cgroup {
             Some(cgroup) => {
                 cgroup.kill_all().ok();
@@ -459,13 +572,22 @@ impl Container {
         let wait = self.init.wait();
         if timeout == 0 {
             wait.await;
-        } else if tokio::time::timeout(std::time::Duration::from_secs(timeout.into()), wait).await.is_err() {
+        } else if tokio::time::timeout(std::time::Duration::from_secs(timeout.into()), wait)
+            .await
+            .is_err()
+        {
             return Err(AgentError::internal(format!(
                 "container {}: processes still running after {timeout} s",
                 self.id
             )));
         }
-        let execs: Vec<Arc<Process>> = self.execs.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        let execs: Vec<Arc<Process>> = self
+            .execs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
         for process in execs {
             let _ = nix::sys::signal::kill(process.pid, Signal::SIGKILL);
             process.wait().await;

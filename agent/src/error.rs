@@ -17,27 +17,42 @@ pub type AgentResult<T> = Result<T, AgentError>;
 impl AgentError {
     /// Bad input (spec, ids, paths).
     pub fn invalid(message: impl Into<String>) -> Self {
-        Self { code: Code::INVALID_ARGUMENT, message: message.into() }
+        Self {
+            code: Code::INVALID_ARGUMENT,
+            message: message.into(),
+        }
     }
 
     /// An unknown container or process.
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self { code: Code::NOT_FOUND, message: message.into() }
+        Self {
+            code: Code::NOT_FOUND,
+            message: message.into(),
+        }
     }
 
     /// A duplicate id.
     pub fn exists(message: impl Into<String>) -> Self {
-        Self { code: Code::ALREADY_EXISTS, message: message.into() }
+        Self {
+            code: Code::ALREADY_EXISTS,
+            message: message.into(),
+        }
     }
 
     /// Right request, wrong state (exec into a stopped container, ...).
     pub fn precondition(message: impl Into<String>) -> Self {
-        Self { code: Code::FAILED_PRECONDITION, message: message.into() }
+        Self {
+            code: Code::FAILED_PRECONDITION,
+            message: message.into(),
+        }
     }
 
     /// A failure inside the guest.
     pub fn internal(message: impl Into<String>) -> Self {
-        Self { code: Code::INTERNAL, message: message.into() }
+        Self {
+            code: Code::INTERNAL,
+            message: message.into(),
+        }
     }
 }
 

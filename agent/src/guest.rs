@@ -17,9 +17,13 @@ pub fn set_hostname(name: &str) -> AgentResult<()> {
         return Ok(());
     }
     if name.len() > 64 || name.contains(['/', '\0']) {
-        return Err(AgentError::invalid(format!("hostname '{}' is not valid", name.escape_debug())));
+        return Err(AgentError::invalid(format!(
+            "hostname '{}' is not valid",
+            name.escape_debug()
+        )));
     }
-    nix::unistd::sethostname(name).map_err(|e| AgentError::internal(format!("sethostname '{name}': {e}")))
+    nix::unistd::sethostname(name)
+        .map_err(|e| AgentError::internal(format!("sethostname '{name}': {e}")))
 }
 
 /// Writes /etc/resolv.conf from `nameserver ...`-style lines (empty: leave it).
@@ -38,7 +42,9 @@ pub fn write_resolv_conf(lines: &[String]) -> AgentResult<()> {
 /// Sets the wall clock.
 pub fn set_time(sec: i64, usec: i64) -> AgentResult<()> {
     if !(0..1_000_000).contains(&usec) || sec < 0 {
-        return Err(AgentError::invalid(format!("time {sec}.{usec:06} is out of range")));
+        return Err(AgentError::invalid(format!(
+            "time {sec}.{usec:06} is out of range"
+        )));
     }
     let spec = nix::sys::time::TimeSpec::new(sec, usec * 1000);
     nix::time::clock_settime(nix::time::ClockId::CLOCK_REALTIME, spec)
@@ -54,11 +60,20 @@ fn copy_file_under(root: &Path, req: &CopyFileRequest) -> AgentResult<()> {
     let path = Path::new(&req.path);
     let inside = path.is_absolute()
         && path.starts_with(root)
-        && path.components().all(|c| !matches!(c, Component::ParentDir));
+        && path
+            .components()
+            .all(|c| !matches!(c, Component::ParentDir));
     if !inside {
-        return Err(AgentError::invalid(format!("CopyFile path '{}' is not below {}", req.path, root.display())));
+        return Err(AgentError::invalid(format!(
+            "CopyFile path '{}' is not below {}",
+            req.path,
+            root.display()
+        )));
     }
-    if req.offset < 0 || req.file_size < 0 || req.offset.saturating_add(req.data.len() as i64) > req.file_size {
+    if req.offset < 0
+        || req.file_size < 0
+        || req.offset.saturating_add(req.data.len() as i64) > req.file_size
+    {
         return Err(AgentError::invalid(format!(
             "CopyFile '{}': offset {} + {} bytes exceeds file_size {}",
             req.path,
@@ -67,15 +82,24 @@ fn copy_file_under(root: &Path, req: &CopyFileRequest) -> AgentResult<()> {
             req.file_size
         )));
     }
-    let io = |what: &str, e: std::io::Error| AgentError::internal(format!("CopyFile '{}': {what}: {e}", req.path));
+    let io = |what: &str, e: std::io::Error| {
+        AgentError::internal(format!("CopyFile '{}': {what}: {e}", req.path))
+    };
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(|e| io("creating the directory", e))?;
         if req.dir_mode != 0 {
-            std::fs::set_permissions(parent, std::fs::Permissions::from_mode(req.dir_mode & 0o7777))
-                .map_err(|e| io("setting the directory mode", e))?;
+            std::fs::set_permissions(
+                parent,
+                std::fs::Permissions::from_mode(req.dir_mode & 0o7777),
+            )
+            .map_err(|e| io("setting the directory mode", e))?;
         }
     }
-    let mode = if req.file_mode == 0 { 0o644 } else { req.file_mode & 0o7777 };
+    let mode = if req.file_mode == 0 {
+        0o644
+    } else {
+        req.file_mode & 0o7777
+    };
     let mut file = std::fs::OpenOptions::new()
         .create(true)
         .write(true)
@@ -83,9 +107,11 @@ fn copy_file_under(root: &Path, req: &CopyFileRequest) -> AgentResult<()> {
         .mode(mode)
         .open(path)
         .map_err(|e| io("opening", e))?;
-    file.seek(SeekFrom::Start(req.offset as u64)).map_err(|e| io("seeking", e))?;
+    file.seek(SeekFrom::Start(req.offset as u64))
+        .map_err(|e| io("seeking", e))?;
     file.write_all(&req.data).map_err(|e| io("writing", e))?;
-    file.set_len(req.file_size as u64).map_err(|e| io("sizing", e))?;
+    file.set_len(req.file_size as u64)
+        .map_err(|e| io("sizing", e))?;
     if req.uid >= 0 || req.gid >= 0 {
         let uid = (req.uid >= 0).then(|| nix::unistd::Uid::from_raw(req.uid as u32));
         let gid = (req.gid >= 0).then(|| nix::unistd::Gid::from_raw(req.gid as u32));
@@ -109,7 +135,10 @@ pub fn details(mem_block_size: bool) -> GuestDetailsResponse {
         agent_details: Some(AgentDetails {
             version: crate::rpc::AGENT_VERSION.into(),
             init_daemon: std::process::id() == 1,
-            storage_handlers: crate::storage::DRIVERS.iter().map(|d| d.to_string()).collect(),
+            storage_handlers: crate::storage::DRIVERS
+                .iter()
+                .map(|d| d.to_string())
+                .collect(),
             supports_seccomp: false,
             ..Default::default()
         })
@@ -141,10 +170,20 @@ mod tests {
         copy_file_under(&root, &req).unwrap();
         assert_eq!(std::fs::read(&target).unwrap(), b"abcdef");
         req.offset = 5;
-        assert!(copy_file_under(&root, &req).unwrap_err().message.contains("exceeds file_size"));
+        assert!(
+            copy_file_under(&root, &req)
+                .unwrap_err()
+                .message
+                .contains("exceeds file_size")
+        );
         req.path = format!("{}/../escape", root.display());
         req.offset = 0;
-        assert!(copy_file_under(&root, &req).unwrap_err().message.contains("is not below"));
+        assert!(
+            copy_file_under(&root, &req)
+                .unwrap_err()
+                .message
+                .contains("is not below")
+        );
         std::fs::remove_dir_all(root).unwrap();
     }
 
@@ -152,7 +191,17 @@ mod tests {
     fn bad_hostnames_and_times_are_refused() {
         assert!(set_hostname("a/b").is_err());
         assert!(set_hostname(&"x".repeat(65)).is_err());
-        assert!(set_time(0, 1_000_000).unwrap_err().message.contains("out of range"));
-        assert!(details(false).agent_details.storage_handlers.contains(&"virtio-fs".to_string()));
+        assert!(
+            set_time(0, 1_000_000)
+                .unwrap_err()
+                .message
+                .contains("out of range")
+        );
+        assert!(
+            details(false)
+                .agent_details
+                .storage_handlers
+                .contains(&"virtio-fs".to_string())
+        );
     }
 }

@@ -5,18 +5,56 @@ use std::path::Path;
 use nix::mount::MsFlags;
 
 /// One mount PID 1 makes: (source, target, fstype, flags, data).
-type BaseMount = (&'static str, &'static str, &'static str, MsFlags, &'static str);
+type BaseMount = (
+    &'static str,
+    &'static str,
+    &'static str,
+    MsFlags,
+    &'static str,
+);
 
-const NOSUID_NODEV_NOEXEC: MsFlags = MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV).union(MsFlags::MS_NOEXEC);
+const NOSUID_NODEV_NOEXEC: MsFlags = MsFlags::MS_NOSUID
+    .union(MsFlags::MS_NODEV)
+    .union(MsFlags::MS_NOEXEC);
 
 const BASE_MOUNTS: [BaseMount; 7] = [
     ("proc", "/proc", "proc", NOSUID_NODEV_NOEXEC, ""),
     ("sysfs", "/sys", "sysfs", NOSUID_NODEV_NOEXEC, ""),
-    ("devtmpfs", "/dev", "devtmpfs", MsFlags::MS_NOSUID, "mode=0755"),
-    ("devpts", "/dev/pts", "devpts", MsFlags::MS_NOSUID.union(MsFlags::MS_NOEXEC), "newinstance,ptmxmode=0666,mode=0620"),
-    ("shm", "/dev/shm", "tmpfs", MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV), "mode=1777"),
-    ("tmpfs", "/run", "tmpfs", MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV), "mode=0755"),
-    ("cgroup2", "/sys/fs/cgroup", "cgroup2", NOSUID_NODEV_NOEXEC, ""),
+    (
+        "devtmpfs",
+        "/dev",
+        "devtmpfs",
+        MsFlags::MS_NOSUID,
+        "mode=0755",
+    ),
+    (
+        "devpts",
+        "/dev/pts",
+        "devpts",
+        MsFlags::MS_NOSUID.union(MsFlags::MS_NOEXEC),
+        "newinstance,ptmxmode=0666,mode=0620",
+    ),
+    (
+        "shm",
+        "/dev/shm",
+        "tmpfs",
+        MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV),
+        "mode=1777",
+    ),
+    (
+        "tmpfs",
+        "/run",
+        "tmpfs",
+        MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV),
+        "mode=0755",
+    ),
+    (
+        "cgroup2",
+        "/sys/fs/cgroup",
+        "cgroup2",
+        NOSUID_NODEV_NOEXEC,
+        "",
+    ),
 ];
 
 /// Mounts proc, sys, dev, devpts, shm, run and cgroup2 (already-mounted ones are kept),
@@ -38,10 +76,15 @@ pub fn mount_base() -> Result<(), String> {
     Ok(())
 }
 
-/// Syncs and powers the VM off. Never returns.
+/// Syncs and ends the VM: power-off (SBI SRST) on riscv64; on x86_64 a reboot, which
+/// the microVM (no ACPI power-off) turns into the end of the VM. Never returns.
 pub fn power_off() -> ! {
     nix::unistd::sync();
-    let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
+    #[cfg(target_arch = "x86_64")]
+    let how = nix::sys::reboot::RebootMode::RB_AUTOBOOT;
+    #[cfg(not(target_arch = "x86_64"))]
+    let how = nix::sys::reboot::RebootMode::RB_POWER_OFF;
+    let _ = nix::sys::reboot::reboot(how);
     // reboot(2) only fails without CAP_SYS_BOOT; PID 1 exiting panics the kernel, which
     // the VMM also treats as the end of the VM.
     std::process::exit(1)

@@ -33,7 +33,8 @@ impl Fanout {
         }
         // A reader that cannot take the record right now (non-blocking socket) or has
         // gone away is dropped: logging never stalls the agent.
-        self.readers.retain_mut(|reader| reader.write_all(bytes).is_ok());
+        self.readers
+            .retain_mut(|reader| reader.write_all(bytes).is_ok());
     }
 
     fn add_reader(&mut self, mut reader: std::fs::File) {
@@ -54,7 +55,10 @@ struct SharedFanout(Arc<Mutex<Fanout>>);
 
 impl Write for SharedFanout {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).write_all(buf);
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .write_all(buf);
         Ok(buf.len())
     }
 
@@ -100,7 +104,10 @@ impl AgentLog {
             SockFlag::SOCK_CLOEXEC,
             None,
         )?;
-        socket::bind(listener.as_raw_fd(), &VsockAddr::new(libc::VMADDR_CID_ANY, port))?;
+        socket::bind(
+            listener.as_raw_fd(),
+            &VsockAddr::new(libc::VMADDR_CID_ANY, port),
+        )?;
         socket::listen(&listener, socket::Backlog::new(4)?)?;
         let fanout = self.fanout.clone();
         std::thread::Builder::new()
@@ -115,7 +122,11 @@ impl AgentLog {
                     };
                     // SAFETY: accept4 returned a fresh descriptor that nothing else owns.
                     let reader = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
-                    fanout.0.lock().unwrap_or_else(|e| e.into_inner()).add_reader(reader);
+                    fanout
+                        .0
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .add_reader(reader);
                 }
             })?;
         Ok(())

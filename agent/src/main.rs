@@ -45,8 +45,12 @@ fn parse_flags(config: &mut AgentConfig, args: &[String]) -> Result<(), String> 
             }
             other => return Err(format!("unknown flag '{other}'\n{USAGE}")),
         };
-        let value = iter.next().ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
-        config.apply(key, value, "flag").map_err(|e| e.to_string())?;
+        let value = iter
+            .next()
+            .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
+        config
+            .apply(key, value, "flag")
+            .map_err(|e| e.to_string())?;
     }
     Ok(())
 }
@@ -55,13 +59,16 @@ fn load_config(pid1: bool) -> Result<(AgentConfig, Vec<String>), String> {
     let mut config = AgentConfig::default();
     let mut ignored = Vec::new();
     if pid1 {
-        let cmdline = std::fs::read_to_string("/proc/cmdline").map_err(|e| format!("reading /proc/cmdline: {e}"))?;
+        let cmdline = std::fs::read_to_string("/proc/cmdline")
+            .map_err(|e| format!("reading /proc/cmdline: {e}"))?;
         ignored = config.apply_cmdline(&cmdline).map_err(|e| e.to_string())?;
     } else {
         // Host mode logs to stderr only unless asked.
         config.log_vport = 0;
     }
-    config.apply_env(|key| std::env::var(key).ok()).map_err(|e| e.to_string())?;
+    config
+        .apply_env(|key| std::env::var(key).ok())
+        .map_err(|e| e.to_string())?;
     let args: Vec<String> = std::env::args().skip(1).collect();
     parse_flags(&mut config, &args)?;
     Ok((config, ignored))
@@ -77,15 +84,20 @@ fn fatal(pid1: bool, message: &str) -> ! {
 
 async fn serve(config: AgentConfig, log: slog::Logger) -> Result<(), String> {
     let reaper = reaper::Reaper::default();
-    reaper.start().map_err(|e| format!("watching SIGCHLD: {e}"))?;
+    reaper
+        .start()
+        .map_err(|e| format!("watching SIGCHLD: {e}"))?;
     let sandbox = sandbox::Sandbox::new(reaper, log.clone());
     if sandbox.cgroup_root.is_none() {
-        slog::warn!(log, "no cgroup v2 at /sys/fs/cgroup: containers run without resource limits");
+        slog::warn!(
+            log,
+            "no cgroup v2 at /sys/fs/cgroup: containers run without resource limits"
+        );
     }
     let (shutdown_tx, mut shutdown_rx) = tokio::sync::mpsc::unbounded_channel();
     let agent = Arc::new(rpc::AgentService::new(sandbox, shutdown_tx));
     let health = Arc::new(rpc::HealthService);
-    let mut services = agent_ttrpc::create_agent_service(agent);
+    let mut services = agent_ttrpc::create_agent_service(agent.clone());
     services.extend(health_ttrpc::create_health(health));
     if let Some(path) = config.server_addr.strip_prefix("unix://") {
         let _ = std::fs::remove_file(path);
@@ -94,7 +106,10 @@ async fn serve(config: AgentConfig, log: slog::Logger) -> Result<(), String> {
         .bind(&config.server_addr)
         .map_err(|e| format!("listening on {}: {e}", config.server_addr))?
         .register_service(services);
-    server.start().await.map_err(|e| format!("starting the ttrpc server: {e}"))?;
+    server
+        .start()
+        .await
+        .map_err(|e| format!("starting the ttrpc server: {e}"))?;
     slog::info!(log, "agent listening"; "address" => &config.server_addr, "uptime_s" => uptime());
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| format!("watching SIGTERM: {e}"))?;
@@ -107,6 +122,8 @@ async fn serve(config: AgentConfig, log: slog::Logger) -> Result<(), String> {
     }
     slog::info!(log, "agent shutting down");
     let _ = server.shutdown().await;
+    // Nothing of the sandbox outlives the agent (in host mode the kernel would not do it).
+    agent.remove_everything().await;
     Ok(())
 }
 
@@ -165,10 +182,22 @@ mod tests {
     #[test]
     fn flags_override_and_bad_ones_are_named() {
         let mut config = AgentConfig::default();
-        parse_flags(&mut config, &["--server-addr".into(), "unix:///tmp/a.sock".into()]).unwrap();
+        parse_flags(
+            &mut config,
+            &["--server-addr".into(), "unix:///tmp/a.sock".into()],
+        )
+        .unwrap();
         assert_eq!(config.server_addr, "unix:///tmp/a.sock");
-        assert!(parse_flags(&mut config, &["--bogus".into()]).unwrap_err().contains("'--bogus'"));
-        assert!(parse_flags(&mut config, &["--log-level".into()]).unwrap_err().contains("needs a value"));
+        assert!(
+            parse_flags(&mut config, &["--bogus".into()])
+                .unwrap_err()
+                .contains("'--bogus'")
+        );
+        assert!(
+            parse_flags(&mut config, &["--log-level".into()])
+                .unwrap_err()
+                .contains("needs a value")
+        );
         let err = parse_flags(&mut config, &["--log-level".into(), "loud".into()]).unwrap_err();
         assert!(err.contains("flag key agent.log"), "{err}");
     }

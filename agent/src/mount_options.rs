@@ -46,8 +46,8 @@ pub fn parse(options: &[String]) -> ParsedOptions {
             "remount" => (MsFlags::MS_REMOUNT, MsFlags::empty()),
             "bind" => (MsFlags::MS_BIND, MsFlags::empty()),
             "rbind" => (MsFlags::MS_BIND | MsFlags::MS_REC, MsFlags::empty()),
-            "private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave"
-            | "unbindable" | "runbindable" => {
+            "private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave" | "unbindable"
+            | "runbindable" => {
                 propagation |= propagation_flags(option).unwrap_or(MsFlags::empty());
                 continue;
             }
@@ -79,7 +79,11 @@ pub fn propagation_flags(name: &str) -> Option<MsFlags> {
         "unbindable" => MsFlags::MS_UNBINDABLE,
         _ => return None,
     };
-    Some(if recursive { flag | MsFlags::MS_REC } else { flag })
+    Some(if recursive {
+        flag | MsFlags::MS_REC
+    } else {
+        flag
+    })
 }
 
 #[cfg(test)]
@@ -92,7 +96,13 @@ mod tests {
 
     #[test]
     fn flags_and_data_are_separated() {
-        let parsed = parse(&strings(&["nosuid", "noexec", "mode=755", "size=65536k", "ro"]));
+        let parsed = parse(&strings(&[
+            "nosuid",
+            "noexec",
+            "mode=755",
+            "size=65536k",
+            "ro",
+        ]));
         assert_eq!(
             parsed.flags,
             MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY

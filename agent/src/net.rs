@@ -23,7 +23,8 @@ pub fn list_interfaces() -> AgentResult<Vec<Interface>> {
         .map_err(|e| AgentError::internal(format!("listing /sys/class/net: {e}")))?;
     for entry in names.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let flags = u32::from_str_radix(sysfs(&name, "flags").trim_start_matches("0x"), 16).unwrap_or(0);
+        let flags =
+            u32::from_str_radix(sysfs(&name, "flags").trim_start_matches("0x"), 16).unwrap_or(0);
         by_name.insert(
             name.clone(),
             Interface {
@@ -36,10 +37,15 @@ pub fn list_interfaces() -> AgentResult<Vec<Interface>> {
             },
         );
     }
-    let addresses = nix::ifaddrs::getifaddrs().map_err(|e| AgentError::internal(format!("getifaddrs: {e}")))?;
+    let addresses =
+        nix::ifaddrs::getifaddrs().map_err(|e| AgentError::internal(format!("getifaddrs: {e}")))?;
     for address in addresses {
-        let Some(interface) = by_name.get_mut(&address.interface_name) else { continue };
-        let (Some(addr), Some(mask)) = (address.address, address.netmask) else { continue };
+        let Some(interface) = by_name.get_mut(&address.interface_name) else {
+            continue;
+        };
+        let (Some(addr), Some(mask)) = (address.address, address.netmask) else {
+            continue;
+        };
         if let (Some(ip), Some(mask)) = (addr.as_sockaddr_in(), mask.as_sockaddr_in()) {
             interface.IPAddresses.push(IPAddress {
                 family: IPFamily::v4.into(),
@@ -60,16 +66,17 @@ pub fn list_interfaces() -> AgentResult<Vec<Interface>> {
 }
 
 fn ipv4(field: &str, text: &str) -> AgentResult<[u8; 4]> {
-    text.parse::<Ipv4Addr>()
-        .map(|ip| ip.octets())
-        .map_err(|_| AgentError::invalid(format!("{field} '{text}' is not an IPv4 address (IPv6 is not supported)")))
+    text.parse::<Ipv4Addr>().map(|ip| ip.octets()).map_err(|_| {
+        AgentError::invalid(format!(
+            "{field} '{text}' is not an IPv4 address (IPv6 is not supported)"
+        ))
+    })
 }
 
 fn prefix(field: &str, text: &str) -> AgentResult<u8> {
-    text.parse::<u8>()
-        .ok()
-        .filter(|p| *p <= 32)
-        .ok_or_else(|| AgentError::invalid(format!("{field} '{text}' is not a prefix length 0..32")))
+    text.parse::<u8>().ok().filter(|p| *p <= 32).ok_or_else(|| {
+        AgentError::invalid(format!("{field} '{text}' is not a prefix length 0..32"))
+    })
 }
 
 /// Configures the interface whose MAC (or name) matches: IPv4 address, MTU, link up.
@@ -80,12 +87,17 @@ pub fn update_interface(wanted: &Interface) -> AgentResult<Interface> {
         .find(|i| !wanted.hwAddr.is_empty() && i.hwAddr.eq_ignore_ascii_case(&wanted.hwAddr))
         .or_else(|| current.iter().find(|i| i.name == wanted.name))
         .ok_or_else(|| {
-            AgentError::not_found(format!("no interface with MAC '{}' or name '{}'", wanted.hwAddr, wanted.name))
+            AgentError::not_found(format!(
+                "no interface with MAC '{}' or name '{}'",
+                wanted.hwAddr, wanted.name
+            ))
         })?;
     let name = found.name.clone();
     let io = |what: &str, e: std::io::Error| AgentError::internal(format!("{what} on {name}: {e}"));
     if wanted.IPAddresses.len() > 1 {
-        return Err(AgentError::invalid(format!("interface {name}: only one IPv4 address is supported")));
+        return Err(AgentError::invalid(format!(
+            "interface {name}: only one IPv4 address is supported"
+        )));
     }
     for address in &wanted.IPAddresses {
         let ip = ipv4("IPAddresses.address", &address.address)?;
@@ -93,7 +105,8 @@ pub fn update_interface(wanted: &Interface) -> AgentResult<Interface> {
         netcfg::configure_ipv4(&name, ip, len).map_err(|e| io("setting the address", e))?;
     }
     if wanted.mtu > 0 {
-        let mtu = u32::try_from(wanted.mtu).map_err(|_| AgentError::invalid(format!("mtu {} is too large", wanted.mtu)))?;
+        let mtu = u32::try_from(wanted.mtu)
+            .map_err(|_| AgentError::invalid(format!("mtu {} is too large", wanted.mtu)))?;
         netcfg::set_mtu(&name, mtu).map_err(|e| io("setting the MTU", e))?;
     }
     netcfg::link_up(&name).map_err(|e| io("bringing the link up", e))?;
@@ -111,7 +124,10 @@ fn to_route(route: &netcfg::Route4) -> Route {
     };
     Route {
         dest,
-        gateway: route.gateway.map(|g| Ipv4Addr::from(g).to_string()).unwrap_or_default(),
+        gateway: route
+            .gateway
+            .map(|g| Ipv4Addr::from(g).to_string())
+            .unwrap_or_default(),
         device: route.device.clone().unwrap_or_default(),
         family: IPFamily::v4.into(),
         ..Default::default()
@@ -120,7 +136,8 @@ fn to_route(route: &netcfg::Route4) -> Route {
 
 /// The IPv4 routing table.
 pub fn list_routes() -> AgentResult<Vec<Route>> {
-    let routes = netcfg::list_routes().map_err(|e| AgentError::internal(format!("reading /proc/net/route: {e}")))?;
+    let routes = netcfg::list_routes()
+        .map_err(|e| AgentError::internal(format!("reading /proc/net/route: {e}")))?;
     Ok(routes.iter().map(to_route).collect())
 }
 
@@ -136,17 +153,26 @@ pub fn update_routes(routes: &[Route]) -> AgentResult<Routes> {
                 None => (ipv4("route dest", text)?, 32),
             },
         };
-        let gateway = (!route.gateway.is_empty()).then(|| ipv4("route gateway", &route.gateway)).transpose()?;
+        let gateway = (!route.gateway.is_empty())
+            .then(|| ipv4("route gateway", &route.gateway))
+            .transpose()?;
         let spec = netcfg::Route4 {
             dest,
             prefix: len,
             gateway,
             device: (!route.device.is_empty()).then(|| route.device.clone()),
         };
-        netcfg::add_route(&spec)
-            .map_err(|e| AgentError::internal(format!("adding route '{}' via '{}': {e}", route.dest, route.gateway)))?;
+        netcfg::add_route(&spec).map_err(|e| {
+            AgentError::internal(format!(
+                "adding route '{}' via '{}': {e}",
+                route.dest, route.gateway
+            ))
+        })?;
     }
-    Ok(Routes { Routes: list_routes()?, ..Default::default() })
+    Ok(Routes {
+        Routes: list_routes()?,
+        ..Default::default()
+    })
 }
 
 /// Adds permanent ARP entries.
@@ -157,10 +183,15 @@ pub fn add_arp_neighbors(neighbors: &[ARPNeighbor]) -> AgentResult<()> {
             .as_ref()
             .ok_or_else(|| AgentError::invalid("ARP neighbor without toIPAddress"))?;
         let address = ipv4("toIPAddress", &ip.address)?;
-        let mac = netcfg::parse_mac(&neighbor.lladdr)
-            .ok_or_else(|| AgentError::invalid(format!("lladdr '{}' is not a MAC address", neighbor.lladdr)))?;
-        netcfg::add_arp(&neighbor.device, address, mac)
-            .map_err(|e| AgentError::internal(format!("ARP entry {} on {}: {e}", ip.address, neighbor.device)))?;
+        let mac = netcfg::parse_mac(&neighbor.lladdr).ok_or_else(|| {
+            AgentError::invalid(format!("lladdr '{}' is not a MAC address", neighbor.lladdr))
+        })?;
+        netcfg::add_arp(&neighbor.device, address, mac).map_err(|e| {
+            AgentError::internal(format!(
+                "ARP entry {} on {}: {e}",
+                ip.address, neighbor.device
+            ))
+        })?;
     }
     Ok(())
 }
@@ -173,22 +204,44 @@ mod tests {
     fn loopback_is_listed() {
         let interfaces = list_interfaces().unwrap();
         let lo = interfaces.iter().find(|i| i.name == "lo").expect("lo");
-        assert!(lo.IPAddresses.iter().any(|a| a.address == "127.0.0.1" && a.mask == "8"));
+        assert!(
+            lo.IPAddresses
+                .iter()
+                .any(|a| a.address == "127.0.0.1" && a.mask == "8")
+        );
     }
 
     #[test]
     fn bad_routes_and_neighbors_are_named() {
-        let route = Route { dest: "fe80::/64".into(), ..Default::default() };
+        let route = Route {
+            dest: "fe80::/64".into(),
+            ..Default::default()
+        };
         let err = update_routes(&[route]).unwrap_err();
         assert!(err.message.contains("route dest"), "{err}");
         let neighbor = ARPNeighbor {
-            toIPAddress: Some(IPAddress { address: "10.0.0.1".into(), ..Default::default() }).into(),
+            toIPAddress: Some(IPAddress {
+                address: "10.0.0.1".into(),
+                ..Default::default()
+            })
+            .into(),
             lladdr: "zz".into(),
             ..Default::default()
         };
-        assert!(add_arp_neighbors(&[neighbor]).unwrap_err().message.contains("lladdr 'zz'"));
+        assert!(
+            add_arp_neighbors(&[neighbor])
+                .unwrap_err()
+                .message
+                .contains("lladdr 'zz'")
+        );
         assert_eq!(
-            to_route(&netcfg::Route4 { dest: [0; 4], prefix: 0, gateway: Some([10, 0, 0, 1]), device: None }).gateway,
+            to_route(&netcfg::Route4 {
+                dest: [0; 4],
+                prefix: 0,
+                gateway: Some([10, 0, 0, 1]),
+                device: None
+            })
+            .gateway,
             "10.0.0.1"
         );
     }

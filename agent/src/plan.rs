@@ -17,7 +17,8 @@ use crate::spawn::{ChildStdio, ContainerSetup, DeviceNode, MountStep, ProcessSet
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 fn cstring(field: &str, text: &str) -> Result<CString, String> {
-    CString::new(text).map_err(|_| format!("{field}: '{}' contains a NUL byte", text.escape_debug()))
+    CString::new(text)
+        .map_err(|_| format!("{field}: '{}' contains a NUL byte", text.escape_debug()))
 }
 
 /// `root` + `path` with `..` refused, so nothing is placed outside the rootfs.
@@ -61,14 +62,21 @@ fn namespace_flag(kind: &str) -> Result<Option<CloneFlags>, String> {
         // created by the forking thread.
         "network" | "pid" => return Ok(None),
         "user" => return Err("linux.namespaces: user namespaces are not supported".into()),
-        other => return Err(format!("linux.namespaces: unknown namespace type '{other}'")),
+        other => {
+            return Err(format!(
+                "linux.namespaces: unknown namespace type '{other}'"
+            ));
+        }
     }))
 }
 
 fn mount_step(root: &Path, index: usize, mount: &oci::Mount) -> Result<MountStep, String> {
     let field = format!("mounts[{index}]");
     if !mount.destination.starts_with('/') {
-        return Err(format!("{field}.destination '{}' is not absolute", mount.destination));
+        return Err(format!(
+            "{field}.destination '{}' is not absolute",
+            mount.destination
+        ));
     }
     let target = join_inside(root, &mount.destination, &format!("{field}.destination"))?;
     let parsed = mount_options::parse(&mount.options);
@@ -90,7 +98,10 @@ fn mount_step(root: &Path, index: usize, mount: &oci::Mount) -> Result<MountStep
         flags = MsFlags::MS_BIND | (flags & MsFlags::MS_REC);
         fstype.clear();
     } else if fstype.is_empty() {
-        return Err(format!("{field}: no type for a non-bind mount of '{}'", mount.destination));
+        return Err(format!(
+            "{field}: no type for a non-bind mount of '{}'",
+            mount.destination
+        ));
     } else if fstype == "cgroup" {
         // The guest runs cgroup v2 only.
         fstype = "cgroup2".into();
@@ -135,7 +146,12 @@ fn device_nodes(root: &Path, linux: Option<&oci::Linux>) -> Result<Vec<DeviceNod
             gid: 0,
         });
     }
-    for (index, device) in linux.map(|l| l.Devices.as_slice()).unwrap_or_default().iter().enumerate() {
+    for (index, device) in linux
+        .map(|l| l.Devices.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
         let field = format!("linux.devices[{index}]");
         let kind = match device.Type.as_str() {
             "c" | "u" => libc::S_IFCHR,
@@ -147,7 +163,11 @@ fn device_nodes(root: &Path, linux: Option<&oci::Linux>) -> Result<Vec<DeviceNod
             return Err(format!("{field}.path '{}' is not under /dev", device.Path));
         }
         let path = join_inside(root, &device.Path, &format!("{field}.path"))?;
-        let perms = if device.FileMode == 0 { 0o666 } else { device.FileMode & 0o7777 };
+        let perms = if device.FileMode == 0 {
+            0o666
+        } else {
+            device.FileMode & 0o7777
+        };
         nodes.push(DeviceNode {
             path_in_container: device.Path.clone(),
             path: path_cstring(&field, &path)?,
@@ -165,7 +185,12 @@ pub fn container_setup(spec: &oci::Spec, rootfs: &Path) -> Result<ContainerSetup
     let linux = spec.Linux.as_ref();
     let mut unshare = CloneFlags::empty();
     let mut new_pid_ns = false;
-    for (index, ns) in linux.map(|l| l.Namespaces.as_slice()).unwrap_or_default().iter().enumerate() {
+    for (index, ns) in linux
+        .map(|l| l.Namespaces.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
         if ns.Type == "pid" {
             new_pid_ns = true;
         }
@@ -182,8 +207,14 @@ pub fn container_setup(spec: &oci::Spec, rootfs: &Path) -> Result<ContainerSetup
         .enumerate()
         .map(|(index, mount)| mount_step(rootfs, index, mount))
         .collect::<Result<Vec<_>, _>>()?;
-    let fresh_dev = mounts.iter().any(|m| m.destination == "/dev" && !m.flags.contains(MsFlags::MS_BIND));
-    let devices = if fresh_dev { device_nodes(rootfs, linux)? } else { Vec::new() };
+    let fresh_dev = mounts
+        .iter()
+        .any(|m| m.destination == "/dev" && !m.flags.contains(MsFlags::MS_BIND));
+    let devices = if fresh_dev {
+        device_nodes(rootfs, linux)?
+    } else {
+        Vec::new()
+    };
     let mut dev_symlinks = Vec::new();
     if fresh_dev {
         for (target, link) in [
@@ -212,12 +243,18 @@ pub fn container_setup(spec: &oci::Spec, rootfs: &Path) -> Result<ContainerSetup
         paths.iter().map(|p| cstring(field, p)).collect()
     };
     let mut sysctls = Vec::new();
-    for (key, value) in linux.map(|l| l.Sysctl.iter().collect::<Vec<_>>()).unwrap_or_default() {
+    for (key, value) in linux
+        .map(|l| l.Sysctl.iter().collect::<Vec<_>>())
+        .unwrap_or_default()
+    {
         if key.contains("..") || key.contains('/') && key.contains('.') {
             return Err(format!("linux.sysctl: bad key '{key}'"));
         }
         let path = format!("/proc/sys/{}", key.replace('.', "/"));
-        sysctls.push((cstring("linux.sysctl", &path)?, cstring("linux.sysctl", value)?));
+        sysctls.push((
+            cstring("linux.sysctl", &path)?,
+            cstring("linux.sysctl", value)?,
+        ));
     }
     let hostname = (!spec.Hostname.is_empty() && unshare.contains(CloneFlags::CLONE_NEWUTS))
         .then(|| cstring("hostname", &spec.Hostname))
@@ -231,8 +268,16 @@ pub fn container_setup(spec: &oci::Spec, rootfs: &Path) -> Result<ContainerSetup
         devices,
         dev_symlinks,
         readonly_rootfs: spec.Root.as_ref().is_some_and(|r| r.Readonly),
-        masked_paths: list("linux.maskedPaths", linux.map(|l| l.MaskedPaths.as_slice()).unwrap_or_default())?,
-        readonly_paths: list("linux.readonlyPaths", linux.map(|l| l.ReadonlyPaths.as_slice()).unwrap_or_default())?,
+        masked_paths: list(
+            "linux.maskedPaths",
+            linux.map(|l| l.MaskedPaths.as_slice()).unwrap_or_default(),
+        )?,
+        readonly_paths: list(
+            "linux.readonlyPaths",
+            linux
+                .map(|l| l.ReadonlyPaths.as_slice())
+                .unwrap_or_default(),
+        )?,
         sysctls,
         hostname,
     })
@@ -288,17 +333,28 @@ pub fn process_setup(
     if process.Env.len() > 1023 {
         return Err("process.env: more than 1023 variables".into());
     }
-    let argv = process.Args.iter().map(|a| cstring("process.args", a)).collect::<Result<Vec<_>, _>>()?;
+    let argv = process
+        .Args
+        .iter()
+        .map(|a| cstring("process.args", a))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut env = process.Env.clone();
     if !env.iter().any(|v| v.starts_with("PATH=")) {
         env.push(format!("PATH={DEFAULT_PATH}"));
     }
-    let envp = env.iter().map(|v| cstring("process.env", v)).collect::<Result<Vec<_>, _>>()?;
+    let envp = env
+        .iter()
+        .map(|v| cstring("process.env", v))
+        .collect::<Result<Vec<_>, _>>()?;
     let exec_candidates = exec_candidates(program, &env)
         .iter()
         .map(|c| cstring("process.args[0]", c))
         .collect::<Result<Vec<_>, _>>()?;
-    let cwd = if process.Cwd.is_empty() { "/" } else { process.Cwd.as_str() };
+    let cwd = if process.Cwd.is_empty() {
+        "/"
+    } else {
+        process.Cwd.as_str()
+    };
     if !cwd.starts_with('/') {
         return Err(format!("process.cwd '{cwd}' is not absolute"));
     }
@@ -325,7 +381,10 @@ pub fn process_setup(
             let resource = rlimit_resource(&limit.Type)
                 .ok_or_else(|| format!("process.rlimits: unknown type '{}'", limit.Type))?;
             if limit.Soft > limit.Hard {
-                return Err(format!("process.rlimits: {} soft limit above the hard limit", limit.Type));
+                return Err(format!(
+                    "process.rlimits: {} soft limit above the hard limit",
+                    limit.Type
+                ));
             }
             Ok((resource, limit.Soft, limit.Hard))
         })
@@ -334,7 +393,12 @@ pub fn process_setup(
         .ConsoleSize
         .as_ref()
         .filter(|size| size.Height > 0 && size.Width > 0)
-        .map(|size| (size.Height.min(u16::MAX as u32) as u16, size.Width.min(u16::MAX as u32) as u16));
+        .map(|size| {
+            (
+                size.Height.min(u16::MAX as u32) as u16,
+                size.Width.min(u16::MAX as u32) as u16,
+            )
+        });
     Ok(ProcessSetup {
         argv,
         envp,
@@ -351,7 +415,9 @@ pub fn process_setup(
         oom_score_adj: (process.OOMScoreAdj != 0)
             .then(|| cstring("process.oomScoreAdj", &process.OOMScoreAdj.to_string()))
             .transpose()?,
-        cgroup_procs: cgroup_procs.map(|p| path_cstring("cgroup", p)).transpose()?,
+        cgroup_procs: cgroup_procs
+            .map(|p| path_cstring("cgroup", p))
+            .transpose()?,
         stdio: Some(stdio),
         console_size,
     })
@@ -388,7 +454,12 @@ mod tests {
         let spec = spec_with(
             vec![
                 mount("/proc", "proc", "proc", &[]),
-                mount("/dev", "tmpfs", "tmpfs", &["nosuid", "strictatime", "mode=755", "size=65536k"]),
+                mount(
+                    "/dev",
+                    "tmpfs",
+                    "tmpfs",
+                    &["nosuid", "strictatime", "mode=755", "size=65536k"],
+                ),
                 mount("/etc/hostname", "bind", "/etc/hostname", &["rbind", "ro"]),
             ],
             &["pid", "mount", "ipc", "uts", "network"],
@@ -399,7 +470,10 @@ mod tests {
             setup.unshare,
             CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS
         );
-        assert_eq!(setup.mounts[1].data.to_str().unwrap(), "mode=755,size=65536k");
+        assert_eq!(
+            setup.mounts[1].data.to_str().unwrap(),
+            "mode=755,size=65536k"
+        );
         assert_eq!(setup.mounts[1].target.to_str().unwrap(), "/run/r/dev");
         let bind = &setup.mounts[2];
         assert!(bind.target_is_file);
@@ -419,15 +493,33 @@ mod tests {
         let err = container_setup(&escape, Path::new("/r")).unwrap_err();
         assert!(err.contains("mounts[0].destination"), "{err}");
         let no_mnt = spec_with(vec![], &["pid"]);
-        assert!(container_setup(&no_mnt, Path::new("/r")).unwrap_err().contains("mount namespace"));
+        assert!(
+            container_setup(&no_mnt, Path::new("/r"))
+                .unwrap_err()
+                .contains("mount namespace")
+        );
         let user = spec_with(vec![], &["mount", "user"]);
-        assert!(container_setup(&user, Path::new("/r")).unwrap_err().contains("user namespaces"));
-        let missing = spec_with(vec![mount("/x", "bind", "/no/such/dir", &["bind"])], &["mount"]);
-        assert!(container_setup(&missing, Path::new("/r")).unwrap_err().contains("mounts[0].source"));
+        assert!(
+            container_setup(&user, Path::new("/r"))
+                .unwrap_err()
+                .contains("user namespaces")
+        );
+        let missing = spec_with(
+            vec![mount("/x", "bind", "/no/such/dir", &["bind"])],
+            &["mount"],
+        );
+        assert!(
+            container_setup(&missing, Path::new("/r"))
+                .unwrap_err()
+                .contains("mounts[0].source")
+        );
 
         let (_, stdio) = crate::stdio::ProcessIo::create(false).unwrap();
         let mut process = oci::Process::new();
-        assert_eq!(process_setup(&process, None, stdio).unwrap_err(), "process.args is empty");
+        assert_eq!(
+            process_setup(&process, None, stdio).unwrap_err(),
+            "process.args is empty"
+        );
         process.Args = vec!["sh".into()];
         let mut caps = oci::LinuxCapabilities::new();
         caps.Bounding = vec!["CAP_NOPE".into()];
@@ -440,7 +532,10 @@ mod tests {
     #[test]
     fn path_lookup_follows_the_process_path() {
         assert_eq!(exec_candidates("/bin/sh", &[]), vec!["/bin/sh"]);
-        assert_eq!(exec_candidates("sh", &["PATH=/a:/b/".into()]), vec!["/a/sh", "/b/sh"]);
+        assert_eq!(
+            exec_candidates("sh", &["PATH=/a:/b/".into()]),
+            vec!["/a/sh", "/b/sh"]
+        );
         assert_eq!(exec_candidates("sh", &[]).len(), 6);
     }
 }

@@ -71,8 +71,7 @@ impl Reaper {
 
     /// Starts the SIGCHLD task that keeps reaping for the agent's lifetime.
     pub fn start(&self) -> std::io::Result<()> {
-        let mut signals =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child())?;
+        let mut signals = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child())?;
         let reaper = self.clone();
         tokio::spawn(async move {
             loop {

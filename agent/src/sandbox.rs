@@ -68,7 +68,9 @@ impl Sandbox {
 
     /// Watches the container's cgroup for OOM kills until it is gone.
     pub fn watch_oom(self: &Arc<Self>, container: &Arc<Container>) {
-        let Some(cgroup) = container.cgroup.clone() else { return };
+        let Some(cgroup) = container.cgroup.clone() else {
+            return;
+        };
         let id = container.id.clone();
         let init = container.init.clone();
         let sandbox = Arc::downgrade(self);
@@ -81,7 +83,9 @@ impl Sandbox {
                     _ = tokio::time::sleep(OOM_POLL) => {}
                     _ = init.wait() => last_look = true,
                 }
-                let Some(sandbox) = sandbox.upgrade() else { return };
+                let Some(sandbox) = sandbox.upgrade() else {
+                    return;
+                };
                 if !cgroup.dir().exists() {
                     return;
                 }

@@ -213,9 +213,31 @@ impl Step {
     fn from_u32(value: u32) -> Option<Self> {
         use Step::*;
         const ALL: [Step; 26] = [
-            Cgroup, Unshare, Setns, Propagation, RootfsBind, MountPoint, Mount, Device,
-            PivotRoot, ReadonlyRoot, MaskedPath, ReadonlyPath, Sysctl, Hostname, OomScore,
-            Rlimit, Terminal, Stdio, Groups, Gid, Uid, Capabilities, NoNewPrivs, Cwd, Start,
+            Cgroup,
+            Unshare,
+            Setns,
+            Propagation,
+            RootfsBind,
+            MountPoint,
+            Mount,
+            Device,
+            PivotRoot,
+            ReadonlyRoot,
+            MaskedPath,
+            ReadonlyPath,
+            Sysctl,
+            Hostname,
+            OomScore,
+            Rlimit,
+            Terminal,
+            Stdio,
+            Groups,
+            Gid,
+            Uid,
+            Capabilities,
+            NoNewPrivs,
+            Cwd,
+            Start,
             Exec,
         ];
         ALL.into_iter().find(|step| *step as u32 == value)
@@ -375,12 +397,22 @@ fn check(report: RawFd, step: Step, index: usize, rc: libc::c_int) {
 }
 
 fn ptr_or_null(text: &CStr) -> *const libc::c_char {
-    if text.is_empty() { std::ptr::null() } else { text.as_ptr() }
+    if text.is_empty() {
+        std::ptr::null()
+    } else {
+        text.as_ptr()
+    }
 }
 
 // SAFETY (for the raw calls below): every pointer is a NUL-terminated CString or a
 // stack value that outlives the call; the child is single-threaded.
-fn mount_raw(source: &CStr, target: &CStr, fstype: &CStr, flags: MsFlags, data: &CStr) -> libc::c_int {
+fn mount_raw(
+    source: &CStr,
+    target: &CStr,
+    fstype: &CStr,
+    flags: MsFlags,
+    data: &CStr,
+) -> libc::c_int {
     // SAFETY: see the note above.
     unsafe {
         libc::mount(
@@ -395,12 +427,23 @@ fn mount_raw(source: &CStr, target: &CStr, fstype: &CStr, flags: MsFlags, data: 
 
 fn setup_mounts(container: &ContainerSetup, report: RawFd) {
     let empty = c"";
-    check(report, Step::Propagation, 0, mount_raw(empty, c"/", empty, container.root_propagation, empty));
+    check(
+        report,
+        Step::Propagation,
+        0,
+        mount_raw(empty, c"/", empty, container.root_propagation, empty),
+    );
     check(
         report,
         Step::RootfsBind,
         0,
-        mount_raw(&container.rootfs, &container.rootfs, empty, MsFlags::MS_BIND | MsFlags::MS_REC, empty),
+        mount_raw(
+            &container.rootfs,
+            &container.rootfs,
+            empty,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            empty,
+        ),
     );
     for (index, step) in container.mounts.iter().enumerate() {
         for dir in &step.create_dirs {
@@ -412,7 +455,13 @@ fn setup_mounts(container: &ContainerSetup, report: RawFd) {
         }
         if step.target_is_file {
             // SAFETY: see the note above mount_raw.
-            let fd = unsafe { libc::open(step.target.as_ptr(), libc::O_CREAT | libc::O_CLOEXEC | libc::O_WRONLY, 0o644) };
+            let fd = unsafe {
+                libc::open(
+                    step.target.as_ptr(),
+                    libc::O_CREAT | libc::O_CLOEXEC | libc::O_WRONLY,
+                    0o644,
+                )
+            };
             if fd < 0 && last_errno() != libc::EISDIR {
                 fail(report, Step::MountPoint, index, last_errno());
             }
@@ -427,12 +476,33 @@ fn setup_mounts(container: &ContainerSetup, report: RawFd) {
                 fail(report, Step::MountPoint, index, last_errno());
             }
         }
-        check(report, Step::Mount, index, mount_raw(&step.source, &step.target, &step.fstype, step.flags, &step.data));
+        check(
+            report,
+            Step::Mount,
+            index,
+            mount_raw(
+                &step.source,
+                &step.target,
+                &step.fstype,
+                step.flags,
+                &step.data,
+            ),
+        );
         if let Some(flags) = step.remount_flags {
-            check(report, Step::Mount, index, mount_raw(empty, &step.target, empty, flags, empty));
+            check(
+                report,
+                Step::Mount,
+                index,
+                mount_raw(empty, &step.target, empty, flags, empty),
+            );
         }
         if !step.propagation.is_empty() {
-            check(report, Step::Mount, index, mount_raw(empty, &step.target, empty, step.propagation, empty));
+            check(
+                report,
+                Step::Mount,
+                index,
+                mount_raw(empty, &step.target, empty, step.propagation, empty),
+            );
         }
     }
     for (index, node) in container.devices.iter().enumerate() {
@@ -442,9 +512,13 @@ fn setup_mounts(container: &ContainerSetup, report: RawFd) {
             fail(report, Step::Device, index, last_errno());
         }
         // SAFETY: see the note above mount_raw.
-        check(report, Step::Device, index, unsafe { libc::chown(node.path.as_ptr(), node.uid, node.gid) });
+        check(report, Step::Device, index, unsafe {
+            libc::chown(node.path.as_ptr(), node.uid, node.gid)
+        });
         // SAFETY: see the note above mount_raw.
-        check(report, Step::Device, index, unsafe { libc::chmod(node.path.as_ptr(), node.mode & 0o7777) });
+        check(report, Step::Device, index, unsafe {
+            libc::chmod(node.path.as_ptr(), node.mode & 0o7777)
+        });
     }
     for (target, link) in &container.dev_symlinks {
         // SAFETY: see the note above mount_raw.
@@ -454,34 +528,59 @@ fn setup_mounts(container: &ContainerSetup, report: RawFd) {
 
 fn pivot_into(container: &ContainerSetup, report: RawFd) {
     // SAFETY: see the note above mount_raw.
-    check(report, Step::PivotRoot, 0, unsafe { libc::chdir(container.rootfs.as_ptr()) });
+    check(report, Step::PivotRoot, 0, unsafe {
+        libc::chdir(container.rootfs.as_ptr())
+    });
     let dot = c".";
     // SAFETY: pivot_root(".", ".") stacks the old root under the new one.
     let rc = unsafe { libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) };
     if rc < 0 && last_errno() == libc::EINVAL {
         // The VM's root is the initramfs, which cannot be pivoted away from: move the
         // container root over "/" and chroot into it (what Kata does for initrd guests).
-        check(report, Step::PivotRoot, 4, mount_raw(dot, c"/", c"", MsFlags::MS_MOVE, c""));
+        check(
+            report,
+            Step::PivotRoot,
+            4,
+            mount_raw(dot, c"/", c"", MsFlags::MS_MOVE, c""),
+        );
         // SAFETY: see the note above mount_raw.
-        check(report, Step::PivotRoot, 5, unsafe { libc::chroot(dot.as_ptr()) });
+        check(report, Step::PivotRoot, 5, unsafe {
+            libc::chroot(dot.as_ptr())
+        });
         // SAFETY: see the note above mount_raw.
-        check(report, Step::PivotRoot, 6, unsafe { libc::chdir(c"/".as_ptr()) });
+        check(report, Step::PivotRoot, 6, unsafe {
+            libc::chdir(c"/".as_ptr())
+        });
         return;
     }
     check(report, Step::PivotRoot, 0, rc as libc::c_int);
     // Keep unmount events of the old root from reaching the agent's namespace.
-    check(report, Step::PivotRoot, 1, mount_raw(c"", dot, c"", MsFlags::MS_SLAVE | MsFlags::MS_REC, c""));
+    check(
+        report,
+        Step::PivotRoot,
+        1,
+        mount_raw(c"", dot, c"", MsFlags::MS_SLAVE | MsFlags::MS_REC, c""),
+    );
     // SAFETY: see the note above mount_raw.
-    check(report, Step::PivotRoot, 2, unsafe { libc::umount2(dot.as_ptr(), MntFlags::MNT_DETACH.bits()) });
+    check(report, Step::PivotRoot, 2, unsafe {
+        libc::umount2(dot.as_ptr(), MntFlags::MNT_DETACH.bits())
+    });
     // SAFETY: see the note above mount_raw.
-    check(report, Step::PivotRoot, 3, unsafe { libc::chdir(c"/".as_ptr()) });
+    check(report, Step::PivotRoot, 3, unsafe {
+        libc::chdir(c"/".as_ptr())
+    });
 }
 
 fn harden_paths(container: &ContainerSetup, report: RawFd) {
     let empty = c"";
     if container.readonly_rootfs {
         let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
-        check(report, Step::ReadonlyRoot, 0, mount_raw(empty, c"/", empty, flags, empty));
+        check(
+            report,
+            Step::ReadonlyRoot,
+            0,
+            mount_raw(empty, c"/", empty, flags, empty),
+        );
     }
     for (index, path) in container.readonly_paths.iter().enumerate() {
         let rc = mount_raw(path, path, empty, MsFlags::MS_BIND | MsFlags::MS_REC, empty);
@@ -492,7 +591,12 @@ fn harden_paths(container: &ContainerSetup, report: RawFd) {
             fail(report, Step::ReadonlyPath, index, last_errno());
         }
         let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC;
-        check(report, Step::ReadonlyPath, index, mount_raw(empty, path, empty, flags, empty));
+        check(
+            report,
+            Step::ReadonlyPath,
+            index,
+            mount_raw(empty, path, empty, flags, empty),
+        );
     }
     for (index, path) in container.masked_paths.iter().enumerate() {
         let rc = mount_raw(c"/dev/null", path, empty, MsFlags::MS_BIND, empty);
@@ -535,7 +639,10 @@ fn write_file(path: &CStr, value: &CStr) -> libc::c_int {
 /// Sends `fd` over the unix socket `socket` (SCM_RIGHTS) without allocating.
 fn send_fd(socket: RawFd, fd: RawFd) -> libc::c_int {
     let mut byte = 0u8;
-    let mut iov = libc::iovec { iov_base: (&mut byte as *mut u8).cast(), iov_len: 1 };
+    let mut iov = libc::iovec {
+        iov_base: (&mut byte as *mut u8).cast(),
+        iov_len: 1,
+    };
     let mut control = [0u64; 8];
     // SAFETY: msghdr is a plain C struct; all-zero is its empty value.
     let mut message: libc::msghdr = unsafe { std::mem::zeroed() };
@@ -566,11 +673,18 @@ pub fn send_fd_for_tests(socket: RawFd, fd: RawFd) -> libc::c_int {
 /// the slave.
 fn open_container_pty(socket: RawFd, report: RawFd) -> RawFd {
     // SAFETY: see the note above mount_raw.
-    let master = unsafe { libc::open(c"/dev/ptmx".as_ptr(), libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) };
+    let master = unsafe {
+        libc::open(
+            c"/dev/ptmx".as_ptr(),
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        )
+    };
     check(report, Step::Terminal, 2, master);
     let unlock: libc::c_int = 0;
     // SAFETY: TIOCSPTLCK reads one int.
-    check(report, Step::Terminal, 3, unsafe { libc::ioctl(master, libc::TIOCSPTLCK, &unlock) });
+    check(report, Step::Terminal, 3, unsafe {
+        libc::ioctl(master, libc::TIOCSPTLCK, &unlock)
+    });
     // SAFETY: TIOCGPTPEER returns a new descriptor for the slave.
     let slave = unsafe { libc::ioctl(master, libc::TIOCGPTPEER, libc::O_RDWR | libc::O_NOCTTY) };
     check(report, Step::Terminal, 4, slave);
@@ -584,24 +698,42 @@ fn setup_stdio(process: &ProcessSetup, report: RawFd) {
     // SAFETY: setsid has no arguments.
     check(report, Step::Terminal, 0, unsafe { libc::setsid() });
     match &process.stdio {
-        Some(ChildStdio::Pipes { stdin, stdout, stderr }) => {
-            for (index, (fd, target)) in [(stdin, 0), (stdout, 1), (stderr, 2)].into_iter().enumerate() {
+        Some(ChildStdio::Pipes {
+            stdin,
+            stdout,
+            stderr,
+        }) => {
+            for (index, (fd, target)) in [(stdin, 0), (stdout, 1), (stderr, 2)]
+                .into_iter()
+                .enumerate()
+            {
                 // SAFETY: dup2 onto the standard descriptors.
-                check(report, Step::Stdio, index, unsafe { libc::dup2(fd.as_raw_fd(), target) });
+                check(report, Step::Stdio, index, unsafe {
+                    libc::dup2(fd.as_raw_fd(), target)
+                });
             }
         }
         Some(ChildStdio::Pty { socket }) => {
             let slave = open_container_pty(socket.as_raw_fd(), report);
             // SAFETY: the pty slave becomes the controlling terminal of the new session.
-            check(report, Step::Terminal, 1, unsafe { libc::ioctl(slave, libc::TIOCSCTTY, 0) });
+            check(report, Step::Terminal, 1, unsafe {
+                libc::ioctl(slave, libc::TIOCSCTTY, 0)
+            });
             if let Some((rows, cols)) = process.console_size {
-                let size = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+                let size = libc::winsize {
+                    ws_row: rows,
+                    ws_col: cols,
+                    ws_xpixel: 0,
+                    ws_ypixel: 0,
+                };
                 // SAFETY: TIOCSWINSZ reads one winsize from the stack.
                 unsafe { libc::ioctl(slave, libc::TIOCSWINSZ, &size) };
             }
             for target in 0..3 {
                 // SAFETY: dup2 onto the standard descriptors.
-                check(report, Step::Stdio, target as usize, unsafe { libc::dup2(slave, target) });
+                check(report, Step::Stdio, target as usize, unsafe {
+                    libc::dup2(slave, target)
+                });
             }
         }
         None => {}
@@ -610,9 +742,14 @@ fn setup_stdio(process: &ProcessSetup, report: RawFd) {
 
 fn set_credentials(process: &ProcessSetup, report: RawFd) {
     for (index, (resource, soft, hard)) in process.rlimits.iter().enumerate() {
-        let limit = libc::rlimit { rlim_cur: *soft, rlim_max: *hard };
+        let limit = libc::rlimit {
+            rlim_cur: *soft,
+            rlim_max: *hard,
+        };
         // SAFETY: setrlimit reads one rlimit from the stack.
-        check(report, Step::Rlimit, index, unsafe { libc::setrlimit(*resource as _, &limit) });
+        check(report, Step::Rlimit, index, unsafe {
+            libc::setrlimit(*resource as _, &limit)
+        });
     }
     if let Some(caps) = &process.capabilities
         && let Err(errno) = capabilities::drop_bounding(caps)
@@ -621,15 +758,21 @@ fn set_credentials(process: &ProcessSetup, report: RawFd) {
     }
     // Keep the permitted set across the uid change; capset below trims it.
     // SAFETY: prctl with integer arguments only.
-    check(report, Step::Capabilities, 1, unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) });
+    check(report, Step::Capabilities, 1, unsafe {
+        libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0)
+    });
     let groups: &[Gid] = &process.additional_gids;
     // SAFETY: Gid is a transparent gid_t; the slice outlives the call.
     let rc = unsafe { libc::setgroups(groups.len(), groups.as_ptr().cast()) };
     check(report, Step::Groups, 0, rc);
     // SAFETY: integer arguments only.
-    check(report, Step::Gid, 0, unsafe { libc::setgid(process.gid.as_raw()) });
+    check(report, Step::Gid, 0, unsafe {
+        libc::setgid(process.gid.as_raw())
+    });
     // SAFETY: integer arguments only.
-    check(report, Step::Uid, 0, unsafe { libc::setuid(process.uid.as_raw()) });
+    check(report, Step::Uid, 0, unsafe {
+        libc::setuid(process.uid.as_raw())
+    });
     if let Some(caps) = &process.capabilities
         && let Err(errno) = capabilities::apply(caps)
     {
@@ -637,7 +780,9 @@ fn set_credentials(process: &ProcessSetup, report: RawFd) {
     }
     if process.no_new_privs {
         // SAFETY: prctl with integer arguments only.
-        check(report, Step::NoNewPrivs, 0, unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) });
+        check(report, Step::NoNewPrivs, 0, unsafe {
+            libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+        });
     }
 }
 
@@ -671,17 +816,26 @@ fn child_main(
         check(report, Step::Cgroup, 0, write_file(procs, c"0"));
     }
     if let Some(text) = &process.oom_score_adj {
-        check(report, Step::OomScore, 0, write_file(c"/proc/self/oom_score_adj", text));
+        check(
+            report,
+            Step::OomScore,
+            0,
+            write_file(c"/proc/self/oom_score_adj", text),
+        );
     }
     if let Some(join) = join {
         for (index, (fd, kind)) in join.others.iter().enumerate() {
             // SAFETY: setns on a namespace descriptor the plan owns.
-            check(report, Step::Setns, index, unsafe { libc::setns(fd.as_raw_fd(), kind.bits()) });
+            check(report, Step::Setns, index, unsafe {
+                libc::setns(fd.as_raw_fd(), kind.bits())
+            });
         }
     }
     if let Some(container) = container {
         // SAFETY: integer arguments only; the child is single-threaded.
-        check(report, Step::Unshare, 0, unsafe { libc::unshare(container.unshare.bits()) });
+        check(report, Step::Unshare, 0, unsafe {
+            libc::unshare(container.unshare.bits())
+        });
         if let Some(name) = &container.hostname {
             // SAFETY: a CString and its length.
             let rc = unsafe { libc::sethostname(name.as_ptr(), name.as_bytes().len()) };
@@ -699,7 +853,9 @@ fn child_main(
     }
     set_credentials(process, report);
     // SAFETY: see the note above mount_raw.
-    check(report, Step::Cwd, 1, unsafe { libc::chdir(process.cwd.as_ptr()) });
+    check(report, Step::Cwd, 1, unsafe {
+        libc::chdir(process.cwd.as_ptr())
+    });
     if let Some(start) = start {
         let ready = encode(0, 0, 0);
         // SAFETY: a stack buffer to our pipe.
@@ -715,7 +871,14 @@ fn child_main(
     }
     // Nothing of the agent's may leak into the workload.
     // SAFETY: close_range with integer arguments only; failure leaves O_CLOEXEC fds.
-    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
     let mut argv: [*const libc::c_char; 256] = [std::ptr::null(); 256];
     for (slot, arg) in argv.iter_mut().zip(process.argv.iter().take(255)) {
         *slot = arg.as_ptr();
@@ -747,13 +910,19 @@ mod tests {
         let mut writer = std::fs::File::from(write);
         use std::io::Write;
         writer.write_all(&encode(0, 0, 0)).unwrap();
-        writer.write_all(&encode(Step::Mount as u32, 3, libc::ENOENT)).unwrap();
+        writer
+            .write_all(&encode(Step::Mount as u32, 3, libc::ENOENT))
+            .unwrap();
         drop(writer);
         let mut reader = std::fs::File::from(read);
         assert_eq!(read_report(&mut reader), Report::Ready);
         assert_eq!(
             read_report(&mut reader),
-            Report::Failed(ChildFailure { step: Step::Mount, index: 3, errno: Errno::ENOENT })
+            Report::Failed(ChildFailure {
+                step: Step::Mount,
+                index: 3,
+                errno: Errno::ENOENT
+            })
         );
         assert_eq!(read_report(&mut reader), Report::Closed);
     }

@@ -31,7 +31,9 @@ impl Stream {
         let mut buffer = vec![0u8; len.clamp(1, 1 << 20)];
         loop {
             let mut guard = self.fd.readable().await?;
-            match guard.try_io(|fd| nix::unistd::read(fd.get_ref(), &mut buffer).map_err(Into::into)) {
+            match guard
+                .try_io(|fd| nix::unistd::read(fd.get_ref(), &mut buffer).map_err(Into::into))
+            {
                 Ok(Ok(n)) => {
                     buffer.truncate(n);
                     return Ok(buffer);
@@ -48,7 +50,9 @@ impl Stream {
         let mut written = 0;
         while written < data.len() {
             let mut guard = self.fd.writable().await?;
-            match guard.try_io(|fd| nix::unistd::write(fd.get_ref(), &data[written..]).map_err(Into::into)) {
+            match guard
+                .try_io(|fd| nix::unistd::write(fd.get_ref(), &data[written..]).map_err(Into::into))
+            {
                 Ok(Ok(n)) => written += n,
                 Ok(Err(e)) => return Err(e),
                 Err(_would_block) => continue,
@@ -151,7 +155,10 @@ impl ProcessIo {
 
     /// Streams over a pty master: stdout and stdin both use it, stderr is merged.
     pub fn from_pty_master(master: OwnedFd) -> Result<Self, String> {
-        let clone = |fd: &OwnedFd| fd.try_clone().map_err(|e| format!("duplicating the pty master: {e}"));
+        let clone = |fd: &OwnedFd| {
+            fd.try_clone()
+                .map_err(|e| format!("duplicating the pty master: {e}"))
+        };
         let reader = Stream::new(clone(&master)?).map_err(|e| format!("pty: {e}"))?;
         let writer = Stream::new(clone(&master)?).map_err(|e| format!("pty: {e}"))?;
         Ok(Self {
@@ -164,8 +171,16 @@ impl ProcessIo {
 
     /// Sets the pty window size.
     pub fn resize(&self, rows: u16, cols: u16) -> Result<(), String> {
-        let master = self.pty_master.as_ref().ok_or("the process has no terminal")?;
-        let size = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+        let master = self
+            .pty_master
+            .as_ref()
+            .ok_or("the process has no terminal")?;
+        let size = libc::winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
         // SAFETY: TIOCSWINSZ reads one winsize from the stack.
         let rc = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size) };
         if rc < 0 {
@@ -183,8 +198,22 @@ mod tests {
     async fn pipes_carry_bytes_and_report_the_end() {
         let (io, child) = ProcessIo::create(false).unwrap();
         let io = io.finish().unwrap();
-        let ChildStdio::Pipes { stdin, stdout, stderr } = child else { panic!("pipes") };
-        io.stdin.lock().await.as_ref().unwrap().write_all(b"ping").await.unwrap();
+        let ChildStdio::Pipes {
+            stdin,
+            stdout,
+            stderr,
+        } = child
+        else {
+            panic!("pipes")
+        };
+        io.stdin
+            .lock()
+            .await
+            .as_ref()
+            .unwrap()
+            .write_all(b"ping")
+            .await
+            .unwrap();
         let mut got = [0u8; 4];
         nix::unistd::read(&stdin, &mut got).unwrap();
         assert_eq!(&got, b"ping");
@@ -194,21 +223,40 @@ mod tests {
         assert_eq!(out.as_ref().unwrap().read(100).await.unwrap(), b"pong");
         assert!(out.as_ref().unwrap().read(100).await.unwrap().is_empty());
         drop(stderr);
-        assert!(io.stderr.lock().await.as_ref().unwrap().read(10).await.unwrap().is_empty());
+        assert!(
+            io.stderr
+                .lock()
+                .await
+                .as_ref()
+                .unwrap()
+                .read(10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
         assert!(io.resize(10, 10).is_err());
     }
 
     #[tokio::test]
     async fn a_pty_master_sent_over_the_socket_echoes_and_resizes() {
         let (pending, child) = ProcessIo::create(true).unwrap();
-        let ChildStdio::Pty { socket } = child else { panic!("pty") };
+        let ChildStdio::Pty { socket } = child else {
+            panic!("pty")
+        };
         let pty = nix::pty::openpty(None, None).unwrap();
-        assert!(super::super::spawn::send_fd_for_tests(socket.as_raw_fd(), pty.master.as_raw_fd()) > 0);
+        assert!(
+            super::super::spawn::send_fd_for_tests(socket.as_raw_fd(), pty.master.as_raw_fd()) > 0
+        );
         drop(pty.master);
         let io = pending.finish().unwrap();
         let slave = pty.slave;
         io.resize(40, 120).unwrap();
-        let mut size = libc::winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
+        let mut size = libc::winsize {
+            ws_row: 0,
+            ws_col: 0,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
         // SAFETY: TIOCGWINSZ writes one winsize to the stack.
         unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCGWINSZ, &mut size) };
         assert_eq!((size.ws_row, size.ws_col), (40, 120));

@@ -21,7 +21,10 @@ pub struct Storages {
 
 fn check_mount_point(storage: &Storage) -> AgentResult<PathBuf> {
     let point = Path::new(&storage.mount_point);
-    if !point.is_absolute() || storage.mount_point.contains("/../") || storage.mount_point.ends_with("/..") {
+    if !point.is_absolute()
+        || storage.mount_point.contains("/../")
+        || storage.mount_point.ends_with("/..")
+    {
         return Err(AgentError::invalid(format!(
             "storage mount_point '{}' must be an absolute path without '..'",
             storage.mount_point
@@ -91,7 +94,9 @@ impl Storages {
 
     /// Drops one reference; the last one unmounts.
     pub fn release(&mut self, point: &Path) {
-        let Some((users, mounted)) = self.mounted.get_mut(point) else { return };
+        let Some((users, mounted)) = self.mounted.get_mut(point) else {
+            return;
+        };
         *users -= 1;
         if *users == 0 {
             if *mounted {
@@ -131,8 +136,12 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("agent-storage-{}", std::process::id()));
         let point = dir.join("local");
         let mut storages = Storages::default();
-        storages.add(&storage("local", point.to_str().unwrap())).unwrap();
-        storages.add(&storage("local", point.to_str().unwrap())).unwrap();
+        storages
+            .add(&storage("local", point.to_str().unwrap()))
+            .unwrap();
+        storages
+            .add(&storage("local", point.to_str().unwrap()))
+            .unwrap();
         assert!(point.is_dir());
         storages.release(&point);
         assert!(storages.mounted.contains_key(&point));
@@ -145,7 +154,10 @@ mod tests {
     fn bad_storages_are_named() {
         let mut storages = Storages::default();
         let err = storages.add(&storage("nvdimm", "/mnt/x")).unwrap_err();
-        assert!(err.message.contains("driver 'nvdimm' is not supported"), "{err}");
+        assert!(
+            err.message.contains("driver 'nvdimm' is not supported"),
+            "{err}"
+        );
         let err = storages.add(&storage("local", "relative")).unwrap_err();
         assert!(err.message.contains("mount_point 'relative'"), "{err}");
         let mut fs = storage("virtio-fs", "/mnt/y");

@@ -26,7 +26,10 @@ fn root_or_skip(test: &str) -> bool {
     if nix::unistd::Uid::effective().is_root() {
         return true;
     }
-    assert!(!kvm_host::testing::kvm_required(), "{test}: KATA_TEST_REQUIRE_KVM=1 but not root");
+    assert!(
+        !kvm_host::testing::kvm_required(),
+        "{test}: KATA_TEST_REQUIRE_KVM=1 but not root"
+    );
     eprintln!("SKIPPED {test}: needs root");
     false
 }
@@ -54,7 +57,10 @@ async fn host_mode_container_lifecycle_and_bad_input() {
     }
     let scratch = Scratch::new(&std::env::temp_dir(), "agent-host");
     let rootfs = scratch.0.join("rootfs");
-    busybox_rootfs(&rootfs, &artifacts::out_dir(Arch::native().expect("riscv64 or x86_64")).join("busybox"));
+    busybox_rootfs(
+        &rootfs,
+        &artifacts::out_dir(Arch::native().expect("riscv64 or x86_64")).join("busybox"),
+    );
     let socket = scratch.0.join("agent.sock");
     let agent = start_agent(&socket);
     let client = AgentClient::connect(&Endpoint::Unix(socket.clone()), Duration::from_secs(20))
@@ -67,16 +73,30 @@ async fn host_mode_container_lifecycle_and_bad_input() {
         .unwrap();
     assert_eq!(version.agent_version, env!("CARGO_PKG_VERSION"));
 
-    lifecycle_scenarios(&client, &Rootfs { agent_path: rootfs.to_string_lossy().into_owned() }).await;
+    lifecycle_scenarios(
+        &client,
+        &Rootfs {
+            agent_path: rootfs.to_string_lossy().into_owned(),
+        },
+    )
+    .await;
 
     garbage_frames(tokio::net::UnixStream::connect(&socket).await.unwrap()).await;
-    client.check(RPC).await.expect("still serving after garbage");
-    let fresh = AgentClient::connect(&Endpoint::Unix(socket), Duration::from_secs(5)).await.unwrap();
+    client
+        .check(RPC)
+        .await
+        .expect("still serving after garbage");
+    let fresh = AgentClient::connect(&Endpoint::Unix(socket), Duration::from_secs(5))
+        .await
+        .unwrap();
     fresh.check(RPC).await.unwrap();
 
     // Nothing is left behind in the agent's bundle directory or mount table.
     let agent_pid = agent.0.id();
     let mounts = std::fs::read_to_string(format!("/proc/{agent_pid}/mountinfo")).unwrap();
-    assert!(!mounts.contains("/run/kata-containers/"), "leaked mounts:\n{mounts}");
+    assert!(
+        !mounts.contains("/run/kata-containers/"),
+        "leaked mounts:\n{mounts}"
+    );
     drop(agent);
 }

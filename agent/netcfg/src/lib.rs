@@ -95,8 +95,12 @@ struct IfReqInt {
 
 /// Sets `ifname`'s MTU.
 pub fn set_mtu(ifname: &str, mtu: u32) -> io::Result<()> {
-    let value = libc::c_int::try_from(mtu)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("MTU {mtu} is too large")))?;
+    let value = libc::c_int::try_from(mtu).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("MTU {mtu} is too large"),
+        )
+    })?;
     let mut req = IfReqInt {
         name: name_bytes(ifname)?,
         value,
@@ -113,7 +117,11 @@ fn sockaddr_generic(ip: [u8; 4]) -> libc::sockaddr {
 
 /// The netmask of a prefix length.
 pub fn prefix_mask(prefix: u8) -> [u8; 4] {
-    let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(prefix.min(32))) };
+    let mask = if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(prefix.min(32)))
+    };
     mask.to_be_bytes()
 }
 
@@ -147,7 +155,9 @@ pub fn add_route(route: &Route4) -> io::Result<()> {
     let device = route
         .device
         .as_deref()
-        .map(|d| std::ffi::CString::new(d).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput)))
+        .map(|d| {
+            std::ffi::CString::new(d).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+        })
         .transpose()?;
     if let Some(device) = &device {
         entry.rt_dev = device.as_ptr().cast_mut();
@@ -183,7 +193,9 @@ pub fn parse_proc_routes(text: &str) -> Vec<Route4> {
 
 /// The kernel's IPv4 routes.
 pub fn list_routes() -> io::Result<Vec<Route4>> {
-    Ok(parse_proc_routes(&std::fs::read_to_string("/proc/net/route")?))
+    Ok(parse_proc_routes(&std::fs::read_to_string(
+        "/proc/net/route",
+    )?))
 }
 
 /// Adds a permanent ARP entry: `ip` is at `mac` on `ifname`.

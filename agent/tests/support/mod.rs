@@ -19,7 +19,9 @@ pub const FOREVER: Duration = Duration::ZERO;
 
 /// Builds a busybox rootfs at `dir` from `busybox` and its `.links` list.
 pub fn busybox_rootfs(dir: &Path, busybox: &Path) {
-    for sub in ["bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "tmp", "etc", "root"] {
+    for sub in [
+        "bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "tmp", "etc", "root",
+    ] {
         std::fs::create_dir_all(dir.join(sub)).unwrap();
     }
     std::fs::copy(busybox, dir.join("bin/busybox")).unwrap();
@@ -33,7 +35,11 @@ pub fn busybox_rootfs(dir: &Path, busybox: &Path) {
             let _ = symlink("/bin/busybox", &path);
         }
     }
-    std::fs::write(dir.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000::/tmp:/bin/sh\n").unwrap();
+    std::fs::write(
+        dir.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000::/tmp:/bin/sh\n",
+    )
+    .unwrap();
     std::fs::write(dir.join("etc/group"), "root:x:0:\nuser:x:1000:\n").unwrap();
 }
 
@@ -49,9 +55,20 @@ fn mount(destination: &str, kind: &str, source: &str, options: &[&str]) -> oci::
 
 /// The capabilities containerd gives a default container.
 pub const DEFAULT_CAPS: [&str; 14] = [
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
-    "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
 ];
 
 /// A process running `args` as root in `/` with a PATH.
@@ -60,7 +77,10 @@ pub fn process(args: &[&str], terminal: bool) -> oci::Process {
     oci::Process {
         Terminal: terminal,
         Args: args.iter().map(|a| a.to_string()).collect(),
-        Env: vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(), "HOME=/root".into()],
+        Env: vec![
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+            "HOME=/root".into(),
+        ],
         Cwd: "/".into(),
         User: Some(oci::User::default()).into(),
         Capabilities: Some(oci::LinuxCapabilities {
@@ -79,24 +99,67 @@ pub fn process(args: &[&str], terminal: bool) -> oci::Process {
 pub fn spec(rootfs: &str, process: oci::Process) -> oci::Spec {
     let namespaces = ["pid", "ipc", "uts", "mount"]
         .iter()
-        .map(|kind| oci::LinuxNamespace { Type: kind.to_string(), ..Default::default() })
+        .map(|kind| oci::LinuxNamespace {
+            Type: kind.to_string(),
+            ..Default::default()
+        })
         .collect();
     oci::Spec {
         Version: "1.1.0".into(),
         Process: Some(process).into(),
-        Root: Some(oci::Root { Path: rootfs.into(), Readonly: false, ..Default::default() }).into(),
+        Root: Some(oci::Root {
+            Path: rootfs.into(),
+            Readonly: false,
+            ..Default::default()
+        })
+        .into(),
         Hostname: "ctr".into(),
         Mounts: vec![
             mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
-            mount("/dev", "tmpfs", "tmpfs", &["nosuid", "strictatime", "mode=755", "size=65536k"]),
-            mount("/dev/pts", "devpts", "devpts", &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]),
-            mount("/dev/shm", "tmpfs", "shm", &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]),
-            mount("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"]),
-            mount("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", "ro"]),
+            mount(
+                "/dev",
+                "tmpfs",
+                "tmpfs",
+                &["nosuid", "strictatime", "mode=755", "size=65536k"],
+            ),
+            mount(
+                "/dev/pts",
+                "devpts",
+                "devpts",
+                &[
+                    "nosuid",
+                    "noexec",
+                    "newinstance",
+                    "ptmxmode=0666",
+                    "mode=0620",
+                ],
+            ),
+            mount(
+                "/dev/shm",
+                "tmpfs",
+                "shm",
+                &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+            ),
+            mount(
+                "/dev/mqueue",
+                "mqueue",
+                "mqueue",
+                &["nosuid", "noexec", "nodev"],
+            ),
+            mount(
+                "/sys",
+                "sysfs",
+                "sysfs",
+                &["nosuid", "noexec", "nodev", "ro"],
+            ),
         ],
         Linux: Some(oci::Linux {
             Namespaces: namespaces,
-            MaskedPaths: vec!["/proc/kcore".into(), "/proc/keys".into(), "/proc/acpi".into()],
+            MaskedPaths: vec![
+                "/proc/kcore".into(),
+                "/proc/keys".into(),
+                "/proc/acpi".into(),
+            ],
             ReadonlyPaths: vec!["/proc/sys".into(), "/proc/sysrq-trigger".into()],
             ..Default::default()
         })
@@ -113,13 +176,24 @@ pub async fn create(client: &AgentClient, id: &str, spec: oci::Spec) -> ttrpc::R
         OCI: Some(spec).into(),
         ..Default::default()
     };
-    client.agent.create_container(context(RPC), &request).await.map(drop)
+    client
+        .agent
+        .create_container(context(RPC), &request)
+        .await
+        .map(drop)
 }
 
 /// StartContainer.
 pub async fn start(client: &AgentClient, id: &str) -> ttrpc::Result<()> {
-    let request = api::StartContainerRequest { container_id: id.into(), ..Default::default() };
-    client.agent.start_container(context(RPC), &request).await.map(drop)
+    let request = api::StartContainerRequest {
+        container_id: id.into(),
+        ..Default::default()
+    };
+    client
+        .agent
+        .start_container(context(RPC), &request)
+        .await
+        .map(drop)
 }
 
 /// Reads a stream to its end.
@@ -146,8 +220,17 @@ pub async fn read_all(client: &AgentClient, id: &str, exec: &str, stderr: bool) 
 
 /// WaitProcess.
 pub async fn wait(client: &AgentClient, id: &str, exec: &str) -> i32 {
-    let request = api::WaitProcessRequest { container_id: id.into(), exec_id: exec.into(), ..Default::default() };
-    client.agent.wait_process(context(FOREVER), &request).await.expect("WaitProcess").status
+    let request = api::WaitProcessRequest {
+        container_id: id.into(),
+        exec_id: exec.into(),
+        ..Default::default()
+    };
+    client
+        .agent
+        .wait_process(context(FOREVER), &request)
+        .await
+        .expect("WaitProcess")
+        .status
 }
 
 /// SignalProcess.
@@ -158,13 +241,25 @@ pub async fn signal(client: &AgentClient, id: &str, exec: &str, signal: u32) -> 
         signal,
         ..Default::default()
     };
-    client.agent.signal_process(context(RPC), &request).await.map(drop)
+    client
+        .agent
+        .signal_process(context(RPC), &request)
+        .await
+        .map(drop)
 }
 
 /// RemoveContainer.
 pub async fn remove(client: &AgentClient, id: &str) -> ttrpc::Result<()> {
-    let request = api::RemoveContainerRequest { container_id: id.into(), timeout: 20, ..Default::default() };
-    client.agent.remove_container(context(RPC), &request).await.map(drop)
+    let request = api::RemoveContainerRequest {
+        container_id: id.into(),
+        timeout: 20,
+        ..Default::default()
+    };
+    client
+        .agent
+        .remove_container(context(RPC), &request)
+        .await
+        .map(drop)
 }
 
 /// Writes to stdin; empty data closes it.
@@ -175,19 +270,29 @@ pub async fn write_stdin(client: &AgentClient, id: &str, exec: &str, data: &[u8]
         data: data.to_vec(),
         ..Default::default()
     };
-    client.agent.write_stdin(context(FOREVER), &request).await.expect("WriteStdin");
+    client
+        .agent
+        .write_stdin(context(FOREVER), &request)
+        .await
+        .expect("WriteStdin");
 }
 
 /// Runs a container to its end: (status, stdout, stderr). Removes it afterwards.
 pub async fn run(client: &AgentClient, id: &str, spec: oci::Spec) -> (i32, Vec<u8>, Vec<u8>) {
-    create(client, id, spec).await.unwrap_or_else(|e| panic!("CreateContainer {id}: {e}"));
-    start(client, id).await.unwrap_or_else(|e| panic!("StartContainer {id}: {e}"));
+    create(client, id, spec)
+        .await
+        .unwrap_or_else(|e| panic!("CreateContainer {id}: {e}"));
+    start(client, id)
+        .await
+        .unwrap_or_else(|e| panic!("StartContainer {id}: {e}"));
     let (out, err, status) = tokio::join!(
         read_all(client, id, "", false),
         read_all(client, id, "", true),
         wait(client, id, "")
     );
-    remove(client, id).await.unwrap_or_else(|e| panic!("RemoveContainer {id}: {e}"));
+    remove(client, id)
+        .await
+        .unwrap_or_else(|e| panic!("RemoveContainer {id}: {e}"));
     (status, out, err)
 }
 
@@ -218,14 +323,32 @@ pub async fn lifecycle_scenarios(client: &AgentClient, rootfs: &Rootfs) {
     let root = rootfs.agent_path.as_str();
 
     // Output and exit codes.
-    let (status, out, err) = run(client, "hello", spec(root, process(&["echo", "hello"], false))).await;
-    assert_eq!((status, out.as_slice(), err.as_slice()), (0, &b"hello\n"[..], &b""[..]));
-    let (status, _, err) =
-        run(client, "three", spec(root, process(&["sh", "-c", "echo oops >&2; exit 3"], false))).await;
+    let (status, out, err) = run(
+        client,
+        "hello",
+        spec(root, process(&["echo", "hello"], false)),
+    )
+    .await;
+    assert_eq!(
+        (status, out.as_slice(), err.as_slice()),
+        (0, &b"hello\n"[..], &b""[..])
+    );
+    let (status, _, err) = run(
+        client,
+        "three",
+        spec(root, process(&["sh", "-c", "echo oops >&2; exit 3"], false)),
+    )
+    .await;
     assert_eq!((status, err.as_slice()), (3, &b"oops\n"[..]));
 
     // SIGKILL → 137, and killing again is fine.
-    create(client, "sleeper", spec(root, process(&["sleep", "1000"], false))).await.unwrap();
+    create(
+        client,
+        "sleeper",
+        spec(root, process(&["sleep", "1000"], false)),
+    )
+    .await
+    .unwrap();
     start(client, "sleeper").await.unwrap();
     signal(client, "sleeper", "", 9).await.unwrap();
     assert_eq!(wait(client, "sleeper", "").await, 137);
@@ -233,64 +356,133 @@ pub async fn lifecycle_scenarios(client: &AgentClient, rootfs: &Rootfs) {
     remove(client, "sleeper").await.unwrap();
 
     // stdin → stdout.
-    create(client, "cat", spec(root, process(&["cat"], false))).await.unwrap();
+    create(client, "cat", spec(root, process(&["cat"], false)))
+        .await
+        .unwrap();
     start(client, "cat").await.unwrap();
     write_stdin(client, "cat", "", b"ping over stdin\n").await;
     write_stdin(client, "cat", "", b"").await;
-    assert_eq!(read_all(client, "cat", "", false).await, b"ping over stdin\n");
+    assert_eq!(
+        read_all(client, "cat", "", false).await,
+        b"ping over stdin\n"
+    );
     assert_eq!(wait(client, "cat", "").await, 0);
     remove(client, "cat").await.unwrap();
 
     // A terminal: the process sees a pty of the size asked for.
     let mut tty = process(&["sh", "-c", "tty; stty size"], true);
-    tty.ConsoleSize = Some(oci::Box { Height: 33, Width: 101, ..Default::default() }).into();
+    tty.ConsoleSize = Some(oci::Box {
+        Height: 33,
+        Width: 101,
+        ..Default::default()
+    })
+    .into();
     let (status, out, _) = run(client, "tty", spec(root, tty)).await;
     let text = String::from_utf8_lossy(&out);
     assert_eq!(status, 0, "{text}");
-    assert!(text.contains("/dev/pts/0") && text.contains("33 101"), "{text}");
+    assert!(
+        text.contains("/dev/pts/0") && text.contains("33 101"),
+        "{text}"
+    );
 
     // env, cwd, user and groups, hostname.
-    let mut who = process(&["sh", "-c", "echo $FOO; pwd; id -u; id -g; id -G; hostname"], false);
+    let mut who = process(
+        &["sh", "-c", "echo $FOO; pwd; id -u; id -g; id -G; hostname"],
+        false,
+    );
     who.Env.push("FOO=bar".into());
     who.Cwd = "/tmp/work".into();
-    who.User = Some(oci::User { UID: 1000, GID: 1000, AdditionalGids: vec![1000, 10], ..Default::default() }).into();
+    who.User = Some(oci::User {
+        UID: 1000,
+        GID: 1000,
+        AdditionalGids: vec![1000, 10],
+        ..Default::default()
+    })
+    .into();
     let (status, out, err) = run(client, "who", spec(root, who)).await;
     assert_eq!(status, 0, "{}", String::from_utf8_lossy(&err));
-    assert_eq!(String::from_utf8_lossy(&out), "bar\n/tmp/work\n1000\n1000\n1000 10\nctr\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        "bar\n/tmp/work\n1000\n1000\n1000 10\nctr\n"
+    );
 
     // A read-only rootfs.
-    let mut ro = spec(root, process(&["sh", "-c", "touch /x 2>/dev/null && echo writable || echo read-only"], false));
+    let mut ro = spec(
+        root,
+        process(
+            &[
+                "sh",
+                "-c",
+                "touch /x 2>/dev/null && echo writable || echo read-only",
+            ],
+            false,
+        ),
+    );
     ro.Root.as_mut().unwrap().Readonly = true;
     let (_, out, _) = run(client, "ro", ro).await;
     assert_eq!(out, b"read-only\n");
 
     // Exec into a running container, then into a stopped one.
     // (A PID-namespace init only gets signals it handles: hence the trap.)
-    let base = process(&["sh", "-c", "trap 'exit 7' TERM; while true; do sleep 0.1; done"], false);
+    let base = process(
+        &[
+            "sh",
+            "-c",
+            "trap 'exit 7' TERM; while true; do sleep 0.1; done",
+        ],
+        false,
+    );
     create(client, "base", spec(root, base)).await.unwrap();
     start(client, "base").await.unwrap();
     let exec = api::ExecProcessRequest {
         container_id: "base".into(),
         exec_id: "e1".into(),
-        process: Some(process(&["sh", "-c", "echo exec-ok; cat /proc/1/comm; exit 5"], false)).into(),
+        process: Some(process(
+            &["sh", "-c", "echo exec-ok; cat /proc/1/comm; exit 5"],
+            false,
+        ))
+        .into(),
         ..Default::default()
     };
-    client.agent.exec_process(context(RPC), &exec).await.expect("ExecProcess");
-    let (out, status) = tokio::join!(read_all(client, "base", "e1", false), wait(client, "base", "e1"));
-    assert_eq!((status, String::from_utf8_lossy(&out).as_ref()), (5, "exec-ok\nsh\n"));
+    client
+        .agent
+        .exec_process(context(RPC), &exec)
+        .await
+        .expect("ExecProcess");
+    let (out, status) = tokio::join!(
+        read_all(client, "base", "e1", false),
+        wait(client, "base", "e1")
+    );
+    assert_eq!(
+        (status, String::from_utf8_lossy(&out).as_ref()),
+        (5, "exec-ok\nsh\n")
+    );
     signal(client, "base", "", 15).await.unwrap();
     assert_eq!(wait(client, "base", "").await, 7);
-    let late = api::ExecProcessRequest { exec_id: "e2".into(), ..exec.clone() };
-    let result = client.agent.exec_process(context(RPC), &late).await.map(drop);
+    let late = api::ExecProcessRequest {
+        exec_id: "e2".into(),
+        ..exec.clone()
+    };
+    let result = client
+        .agent
+        .exec_process(context(RPC), &late)
+        .await
+        .map(drop);
     assert_eq!(code(result), ttrpc::Code::FAILED_PRECONDITION);
     remove(client, "base").await.unwrap();
 
     // 10 MiB of stdout, byte for byte.
-    let big = process(&["sh", "-c", "yes 0123456789abcdef | head -c 10485760"], false);
+    let big = process(
+        &["sh", "-c", "yes 0123456789abcdef | head -c 10485760"],
+        false,
+    );
     let (status, out, _) = run(client, "big", spec(root, big)).await;
     assert_eq!(status, 0);
     assert_eq!(out.len(), 10 << 20);
-    assert!(out.chunks(17).all(|line| line == &b"0123456789abcdef\n"[..line.len()]));
+    assert!(
+        out.chunks(17)
+            .all(|line| line == &b"0123456789abcdef\n"[..line.len()])
+    );
 
     bad_input(client, root).await;
 }
@@ -302,29 +494,63 @@ async fn bad_input(client: &AgentClient, root: &str) {
     let result = create(client, "bad1", no_process).await;
     assert!(message(result).contains("no process"));
     // A missing rootfs.
-    let result = create(client, "bad2", spec("/no/such/rootfs", process(&["true"], false))).await;
+    let result = create(
+        client,
+        "bad2",
+        spec("/no/such/rootfs", process(&["true"], false)),
+    )
+    .await;
     let text = message(result);
     assert!(text.contains("root.path '/no/such/rootfs'"), "{text}");
     // A mount escaping the root, a bad capability, a missing executable.
     let mut escape = spec(root, process(&["true"], false));
-    escape.Mounts.push(mount("/../../etc", "tmpfs", "tmpfs", &[]));
+    escape
+        .Mounts
+        .push(mount("/../../etc", "tmpfs", "tmpfs", &[]));
     assert!(message(create(client, "bad3", escape).await).contains("mounts[6].destination"));
     let mut caps = process(&["true"], false);
-    caps.Capabilities.as_mut().unwrap().Effective.push("CAP_TELEPORT".into());
+    caps.Capabilities
+        .as_mut()
+        .unwrap()
+        .Effective
+        .push("CAP_TELEPORT".into());
     assert!(message(create(client, "bad4", spec(root, caps)).await).contains("CAP_TELEPORT"));
-    create(client, "bad5", spec(root, process(&["/no/such/binary"], false))).await.unwrap();
+    create(
+        client,
+        "bad5",
+        spec(root, process(&["/no/such/binary"], false)),
+    )
+    .await
+    .unwrap();
     let text = message(start(client, "bad5").await);
     assert!(text.contains("'/no/such/binary'"), "{text}");
     remove(client, "bad5").await.unwrap();
     // Unknown and duplicate ids.
     assert_eq!(code(start(client, "nope").await), ttrpc::Code::NOT_FOUND);
-    assert_eq!(code(signal(client, "nope", "", 9).await), ttrpc::Code::NOT_FOUND);
-    assert_eq!(code(create(client, "../evil", spec(root, process(&["true"], false))).await), ttrpc::Code::INVALID_ARGUMENT);
-    create(client, "dup", spec(root, process(&["true"], false))).await.unwrap();
-    assert_eq!(code(create(client, "dup", spec(root, process(&["true"], false))).await), ttrpc::Code::ALREADY_EXISTS);
+    assert_eq!(
+        code(signal(client, "nope", "", 9).await),
+        ttrpc::Code::NOT_FOUND
+    );
+    assert_eq!(
+        code(create(client, "../evil", spec(root, process(&["true"], false))).await),
+        ttrpc::Code::INVALID_ARGUMENT
+    );
+    create(client, "dup", spec(root, process(&["true"], false)))
+        .await
+        .unwrap();
+    assert_eq!(
+        code(create(client, "dup", spec(root, process(&["true"], false))).await),
+        ttrpc::Code::ALREADY_EXISTS
+    );
     remove(client, "dup").await.unwrap();
-    assert_eq!(code(signal(client, "dup", "", 9).await), ttrpc::Code::NOT_FOUND);
-    client.check(RPC).await.expect("the agent still serves after bad input");
+    assert_eq!(
+        code(signal(client, "dup", "", 9).await),
+        ttrpc::Code::NOT_FOUND
+    );
+    client
+        .check(RPC)
+        .await
+        .expect("the agent still serves after bad input");
 }
 
 /// Sends a ttrpc frame with a garbage payload and then raw garbage on `stream`; the agent
@@ -341,7 +567,10 @@ pub async fn garbage_frames(mut stream: tokio::net::UnixStream) {
     let mut header = [0u8; 10];
     // Either an error response or a closed connection is acceptable; a hang is not.
     let answered = tokio::time::timeout(Duration::from_secs(20), stream.read(&mut header)).await;
-    assert!(answered.is_ok(), "the agent neither answered nor closed a garbage request");
+    assert!(
+        answered.is_ok(),
+        "the agent neither answered nor closed a garbage request"
+    );
     let _ = stream.write_all(&[0xde; 4096]).await;
 }
 

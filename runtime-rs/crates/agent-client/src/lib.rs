@@ -64,7 +64,9 @@ const MAX_ANSWER: usize = 32;
 
 /// Opens a stream to `port` through the VMM's hybrid vsock socket.
 pub async fn connect_hybrid_vsock(uds: &Path, port: u32) -> Result<UnixStream, String> {
-    let mut stream = UnixStream::connect(uds).await.map_err(|e| format!("connecting {}: {e}", uds.display()))?;
+    let mut stream = UnixStream::connect(uds)
+        .await
+        .map_err(|e| format!("connecting {}: {e}", uds.display()))?;
     stream
         .write_all(format!("CONNECT {port}\n").as_bytes())
         .await
@@ -72,7 +74,10 @@ pub async fn connect_hybrid_vsock(uds: &Path, port: u32) -> Result<UnixStream, S
     // Byte by byte: whatever follows the newline belongs to the guest's stream.
     let mut answer = Vec::new();
     loop {
-        let byte = stream.read_u8().await.map_err(|e| format!("reading the CONNECT answer: {e}"))?;
+        let byte = stream
+            .read_u8()
+            .await
+            .map_err(|e| format!("reading the CONNECT answer: {e}"))?;
         if byte == b'\n' {
             break;
         }
@@ -91,7 +96,9 @@ pub async fn connect_hybrid_vsock(uds: &Path, port: u32) -> Result<UnixStream, S
 async fn open(endpoint: &Endpoint) -> Result<UnixStream, String> {
     match endpoint {
         Endpoint::HybridVsock { uds, port } => connect_hybrid_vsock(uds, *port).await,
-        Endpoint::Unix(path) => UnixStream::connect(path).await.map_err(|e| format!("connecting: {e}")),
+        Endpoint::Unix(path) => UnixStream::connect(path)
+            .await
+            .map_err(|e| format!("connecting: {e}")),
     }
 }
 
@@ -117,7 +124,8 @@ impl AgentClient {
         while started.elapsed() < deadline {
             match open(endpoint).await {
                 Ok(stream) => {
-                    let client = ttrpc::r#async::Client::new(ttrpc::r#async::transport::Socket::new(stream));
+                    let client =
+                        ttrpc::r#async::Client::new(ttrpc::r#async::transport::Socket::new(stream));
                     let this = Self {
                         agent: AgentServiceClient::new(client.clone()),
                         health: HealthClient::new(client),
@@ -131,7 +139,11 @@ impl AgentClient {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Err(ConnectError::Timeout { endpoint: endpoint.to_string(), waited: deadline, last })
+        Err(ConnectError::Timeout {
+            endpoint: endpoint.to_string(),
+            waited: deadline,
+            last,
+        })
     }
 
     /// One Health.Check.
@@ -175,10 +187,16 @@ mod tests {
         let err = connect_hybrid_vsock(&uds, 1024).await.unwrap_err();
         assert!(err.contains("handshake answer 'NO'"), "{err}");
         server.await.unwrap();
-        let err = AgentClient::connect(&Endpoint::HybridVsock { uds: uds.clone(), port: 1024 }, Duration::from_millis(100))
-            .await
-            .err()
-            .unwrap();
+        let err = AgentClient::connect(
+            &Endpoint::HybridVsock {
+                uds: uds.clone(),
+                port: 1024,
+            },
+            Duration::from_millis(100),
+        )
+        .await
+        .err()
+        .unwrap();
         assert!(err.to_string().contains("did not answer within"), "{err}");
         std::fs::remove_dir_all(dir).unwrap();
     }

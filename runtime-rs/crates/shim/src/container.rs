@@ -1,0 +1,400 @@
+//! Containers and processes on the host side: the rootfs containerd gives us, its bind
+//! into the share, stdio between containerd's FIFOs and the agent, and exit statuses.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use agent_client::{AgentClient, context};
+use kata_agent_protocols::agent as api;
+use nix::mount::{MntFlags, MsFlags};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
+
+use crate::sandbox::SandboxPaths;
+use crate::spec::SharedBind;
+
+/// How long output may keep flowing after a process has exited (a daemonised child can
+/// hold its stdout open forever).
+const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(10);
+
+/// A finished process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Exit {
+    /// Exit code, or 128 + signal.
+    pub status: u32,
+    /// When it was seen.
+    pub at: SystemTime,
+}
+
+/// Where a process's stdio goes on the host.
+#[derive(Clone, Debug, Default)]
+pub struct StdioPaths {
+    /// containerd's stdin FIFO ("" = none).
+    pub stdin: String,
+    /// containerd's stdout FIFO.
+    pub stdout: String,
+    /// containerd's stderr FIFO.
+    pub stderr: String,
+    /// A terminal (stderr merged into stdout).
+    pub terminal: bool,
+}
+
+/// Lifecycle of one process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// Created, not started.
+    Created,
+    /// Running.
+    Running,
+    /// Frozen.
+    Paused,
+    /// Exited.
+    Stopped,
+}
+
+/// One process (a container's init or an exec).
+pub struct Process {
+    /// The exec id ("" for the init).
+    pub exec_id: String,
+    /// Its stdio.
+    pub stdio: StdioPaths,
+    /// The guest process spec (execs).
+    pub spec: Option<kata_agent_protocols::oci::Process>,
+    /// Started yet.
+    pub started: bool,
+    /// The exit, once known.
+    pub exit: watch::Receiver<Option<Exit>>,
+    exit_tx: watch::Sender<Option<Exit>>,
+}
+
+impl Process {
+    /// A process not started yet.
+    pub fn new(
+        exec_id: &str,
+        stdio: StdioPaths,
+        spec: Option<kata_agent_protocols::oci::Process>,
+    ) -> Self {
+        let (exit_tx, exit) = watch::channel(None);
+        Self {
+            exec_id: exec_id.to_string(),
+            stdio,
+            spec,
+            started: false,
+            exit,
+            exit_tx,
+        }
+    }
+
+    /// The exit, if known.
+    pub fn exited(&self) -> Option<Exit> {
+        *self.exit.borrow()
+    }
+
+    /// The sender the wait task reports through.
+    pub fn exit_sender(&self) -> watch::Sender<Option<Exit>> {
+        self.exit_tx.clone()
+    }
+}
+
+/// A container of the sandbox.
+pub struct Container {
+    /// Its id.
+    pub id: String,
+    /// containerd's bundle directory.
+    pub bundle: PathBuf,
+    /// The init process.
+    pub init: Process,
+    /// Exec'd processes.
+    pub execs: std::collections::HashMap<String, Process>,
+    /// Frozen.
+    pub paused: bool,
+    /// Share entries (rootfs dir, bind names) to remove with the container.
+    pub share_entries: Vec<PathBuf>,
+    /// Whether we mounted `<bundle>/rootfs`.
+    pub mounted_rootfs: bool,
+}
+
+impl Container {
+    /// The process `exec_id` ("" = init).
+    pub fn process(&self, exec_id: &str) -> Option<&Process> {
+        if exec_id.is_empty() {
+            Some(&self.init)
+        } else {
+            self.execs.get(exec_id)
+        }
+    }
+
+    /// Mutable access to process `exec_id`.
+    pub fn process_mut(&mut self, exec_id: &str) -> Option<&mut Process> {
+        if exec_id.is_empty() {
+            Some(&mut self.init)
+        } else {
+            self.execs.get_mut(exec_id)
+        }
+    }
+
+    /// The init's status.
+    pub fn status(&self, exec_id: &str) -> Status {
+        let Some(process) = self.process(exec_id) else {
+            return Status::Stopped;
+        };
+        if process.exited().is_some() {
+            Status::Stopped
+        } else if self.paused {
+            Status::Paused
+        } else if process.started {
+            Status::Running
+        } else {
+            Status::Created
+        }
+    }
+}
+
+/// Mounts containerd's rootfs mounts at `<bundle>/rootfs` (nothing to do when the
+/// bundle's rootfs is already populated and no mounts are given).
+pub fn mount_rootfs(
+    bundle: &Path,
+    mounts: &[containerd_shim_protos::api::Mount],
+) -> Result<bool, String> {
+    let target = bundle.join("rootfs");
+    std::fs::create_dir_all(&target).map_err(|e| format!("creating {}: {e}", target.display()))?;
+    if mounts.is_empty() {
+        return Ok(false);
+    }
+    if mounts.len() > 1 {
+        return Err(format!(
+            "{} rootfs mounts given; only one (overlay or bind) is supported",
+            mounts.len()
+        ));
+    }
+    let m = &mounts[0];
+    containerd_shim::mount::mount_rootfs(
+        Some(m.type_.as_str()).filter(|t| !t.is_empty()),
+        Some(m.source.as_str()).filter(|s| !s.is_empty()),
+        &m.options,
+        &target,
+    )
+    .map_err(|e| {
+        format!(
+            "mounting the rootfs ({} {}) on {}: {e}",
+            m.type_,
+            m.source,
+            target.display()
+        )
+    })?;
+    Ok(true)
+}
+
+/// Unmounts `<bundle>/rootfs` if we mounted it.
+pub fn unmount_rootfs(bundle: &Path) {
+    let _ = nix::mount::umount2(&bundle.join("rootfs"), MntFlags::MNT_DETACH);
+}
+
+fn bind(source: &Path, target: &Path, readonly: bool) -> Result<(), String> {
+    let is_dir = source.is_dir();
+    if is_dir {
+        std::fs::create_dir_all(target)
+    } else {
+        std::fs::create_dir_all(target.parent().unwrap_or(Path::new("/")))
+            .and_then(|()| std::fs::File::create(target).map(drop))
+    }
+    .map_err(|e| format!("creating {}: {e}", target.display()))?;
+    nix::mount::mount(
+        Some(source),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| format!("binding {} into the share: {e}", source.display()))?;
+    if readonly {
+        let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+        nix::mount::mount(None::<&str>, target, None::<&str>, flags, None::<&str>)
+            .map_err(|e| format!("making {} read-only: {e}", target.display()))?;
+    }
+    Ok(())
+}
+
+/// Binds the container rootfs and its bind mounts into the share; returns the entries
+/// to remove later. On failure, what was bound is undone.
+pub fn share(
+    paths: &SandboxPaths,
+    id: &str,
+    bundle: &Path,
+    binds: &[SharedBind],
+) -> Result<Vec<PathBuf>, String> {
+    let mut entries = Vec::new();
+    let result = (|| {
+        let root_dir = paths.share.join(id);
+        entries.push(root_dir.clone());
+        bind(&bundle.join("rootfs"), &root_dir.join("rootfs"), false)?;
+        for b in binds {
+            let target = paths.share.join(&b.name);
+            entries.push(target.clone());
+            bind(&b.source, &target, b.readonly)?;
+        }
+        Ok(())
+    })();
+    match result {
+        Ok(()) => Ok(entries),
+        Err(e) => {
+            unshare(&entries);
+            Err(e)
+        }
+    }
+}
+
+/// Undoes `share`.
+pub fn unshare(entries: &[PathBuf]) {
+    for entry in entries.iter().rev() {
+        crate::sandbox::unmount_below(entry);
+        if entry.is_dir() {
+            let _ = std::fs::remove_dir_all(entry);
+        } else {
+            let _ = std::fs::remove_file(entry);
+        }
+    }
+}
+
+async fn copy_out(agent: AgentClient, id: String, exec: String, path: String, stderr: bool) {
+    let mut sink = if path.is_empty() {
+        None
+    } else {
+        tokio::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .await
+            .ok()
+    };
+    loop {
+        let request = api::ReadStreamRequest {
+            container_id: id.clone(),
+            exec_id: exec.clone(),
+            len: 32 * 1024,
+            ..Default::default()
+        };
+        let reply = if stderr {
+            agent
+                .agent
+                .read_stderr(context(Duration::ZERO), &request)
+                .await
+        } else {
+            agent
+                .agent
+                .read_stdout(context(Duration::ZERO), &request)
+                .await
+        };
+        match reply {
+            Ok(reply) if !reply.data.is_empty() => {
+                if let Some(out) = sink.as_mut()
+                    && out.write_all(&reply.data).await.is_err()
+                {
+                    sink = None;
+                }
+            }
+            _ => break,
+        }
+    }
+    if let Some(mut out) = sink {
+        let _ = out.flush().await;
+    }
+}
+
+async fn copy_in(agent: AgentClient, id: String, exec: String, path: String) {
+    let write = |data: Vec<u8>| {
+        let request = api::WriteStreamRequest {
+            container_id: id.clone(),
+            exec_id: exec.clone(),
+            data,
+            ..Default::default()
+        };
+        let agent = agent.clone();
+        async move {
+            agent
+                .agent
+                .write_stdin(context(Duration::ZERO), &request)
+                .await
+        }
+    };
+    if let Ok(mut source) = tokio::fs::File::open(&path).await {
+        let mut buffer = vec![0u8; 32 * 1024];
+        loop {
+            match source.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if write(buffer[..n].to_vec()).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+    // End of input: empty data closes the process's stdin.
+    let _ = write(Vec::new()).await;
+}
+
+/// Starts copying stdio; the returned task ends when the output has been drained.
+pub fn start_io(
+    agent: &AgentClient,
+    id: &str,
+    exec: &str,
+    stdio: &StdioPaths,
+) -> tokio::task::JoinHandle<()> {
+    if !stdio.stdin.is_empty() {
+        tokio::spawn(copy_in(
+            agent.clone(),
+            id.into(),
+            exec.into(),
+            stdio.stdin.clone(),
+        ));
+    }
+    let out = tokio::spawn(copy_out(
+        agent.clone(),
+        id.into(),
+        exec.into(),
+        stdio.stdout.clone(),
+        false,
+    ));
+    let err = (!stdio.terminal).then(|| {
+        tokio::spawn(copy_out(
+            agent.clone(),
+            id.into(),
+            exec.into(),
+            stdio.stderr.clone(),
+            true,
+        ))
+    });
+    tokio::spawn(async move {
+        let _ = out.await;
+        if let Some(err) = err {
+            let _ = err.await;
+        }
+    })
+}
+
+/// Waits for the process in the guest, then for its output (bounded), and returns its
+/// exit.
+pub async fn wait_exit(
+    agent: &AgentClient,
+    id: &str,
+    exec: &str,
+    io: tokio::task::JoinHandle<()>,
+) -> Exit {
+    let request = api::WaitProcessRequest {
+        container_id: id.into(),
+        exec_id: exec.into(),
+        ..Default::default()
+    };
+    let status = match agent
+        .agent
+        .wait_process(context(Duration::ZERO), &request)
+        .await
+    {
+        Ok(reply) => reply.status as u32,
+        // The agent (or the VM) is gone: report the process as killed.
+        Err(_) => 128 + 9,
+    };
+    let at = SystemTime::now();
+    let _ = tokio::time::timeout(DRAIN_AFTER_EXIT, io).await;
+    Exit { status, at }
+}

@@ -1,0 +1,108 @@
+//! `containerd-shim-kata-v2`: the containerd shim (task API v2) of kata-rv. Each sandbox
+//! is a Dragonball microVM running inside this process; the guest agent runs the
+//! containers. containerd invokes it as `… start`, `… delete`, or as the ttrpc server.
+
+mod container;
+mod log;
+mod metrics;
+mod sandbox;
+mod service;
+mod spec;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use containerd_shim::asynchronous::{ExitSignal, Shim, publisher::RemotePublisher, spawn};
+use containerd_shim::{Config, Flags, StartOpts, protos::api::DeleteResponse};
+use service::{CRI_CONTAINER_TYPE, CRI_SANDBOX_ID, KataTask};
+
+/// The runtime name containerd knows this shim by.
+const RUNTIME_ID: &str = "io.containerd.kata.v2";
+
+struct KataShim {
+    id: String,
+    namespace: String,
+    exit: Arc<ExitSignal>,
+}
+
+/// The sandbox a CRI pod container belongs to (None: it is a sandbox itself).
+fn sandbox_of(bundle: &std::path::Path) -> Option<String> {
+    let spec = oci_spec::runtime::Spec::load(bundle.join("config.json")).ok()?;
+    let annotations = spec.annotations().as_ref()?;
+    (annotations.get(CRI_CONTAINER_TYPE).map(String::as_str) == Some("container"))
+        .then(|| annotations.get(CRI_SANDBOX_ID).cloned())
+        .flatten()
+}
+
+#[async_trait]
+impl Shim for KataShim {
+    type T = KataTask;
+
+    async fn new(_runtime_id: &str, args: &Flags, _config: &mut Config) -> Self {
+        Self {
+            id: args.id.clone(),
+            namespace: args.namespace.clone(),
+            exit: Arc::new(ExitSignal::default()),
+        }
+    }
+
+    async fn start_shim(&mut self, opts: StartOpts) -> containerd_shim::Result<String> {
+        let bundle =
+            std::env::current_dir().map_err(|e| containerd_shim::Error::Other(e.to_string()))?;
+        let address = match sandbox_of(&bundle) {
+            // A pod container: its sandbox's shim serves it.
+            Some(sandbox) => {
+                containerd_shim::socket_address(&opts.address, &opts.namespace, &sandbox)
+            }
+            None => {
+                let grouping = opts.id.clone();
+                spawn(opts, &grouping, Vec::new()).await?
+            }
+        };
+        std::fs::write(bundle.join("address"), &address)
+            .map_err(|e| containerd_shim::Error::Other(format!("writing address: {e}")))?;
+        Ok(address)
+    }
+
+    async fn delete_shim(&mut self) -> containerd_shim::Result<DeleteResponse> {
+        let bundle = std::env::current_dir().unwrap_or_default();
+        service::cleanup_after_dead_shim(&self.id, &bundle);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Ok(DeleteResponse {
+            pid: 0,
+            exit_status: 128 + 9,
+            exited_at: protobuf::MessageField::some(
+                protobuf::well_known_types::timestamp::Timestamp {
+                    seconds: now.as_secs() as i64,
+                    nanos: now.subsec_nanos() as i32,
+                    ..Default::default()
+                },
+            ),
+            ..Default::default()
+        })
+    }
+
+    async fn wait(&mut self) {
+        self.exit.wait().await;
+    }
+
+    async fn create_task_service(&self, publisher: RemotePublisher) -> Self::T {
+        KataTask::new(publisher, &self.namespace, self.exit.clone(), &self.id)
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let config = Config {
+        // The shim logs with slog into containerd's log FIFO itself.
+        no_setup_logger: true,
+        // virtiofsd is a tokio child; nothing else forks, so no blanket reaper (it
+        // would race tokio's waitpid).
+        no_reaper: true,
+        no_sub_reaper: true,
+        ..Default::default()
+    };
+    containerd_shim::asynchronous::run::<KataShim>(RUNTIME_ID, Some(config)).await;
+}

@@ -1,0 +1,343 @@
+//! The container's OCI spec (config.json, oci-spec) rewritten for the guest as the agent
+//! API's protobuf spec: root on the share, host namespace paths and hooks dropped, bind
+//! mounts redirected to their copies on the share.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use kata_agent_protocols::oci as pb;
+use oci_spec::runtime as oci;
+
+/// Where the guest sees the share.
+pub const GUEST_SHARE: &str = "/run/kata-containers/shared/containers";
+
+/// A host path that must be bound into the share for the guest to see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SharedBind {
+    /// The host source.
+    pub source: PathBuf,
+    /// Its name inside the share.
+    pub name: String,
+    /// Bind read-only.
+    pub readonly: bool,
+}
+
+/// The guest spec plus the binds the host must set up before sending it.
+#[derive(Debug)]
+pub struct GuestSpec {
+    /// The spec for CreateContainer.
+    pub spec: pb::Spec,
+    /// Host paths to bind into the share.
+    pub binds: Vec<SharedBind>,
+}
+
+/// Mount types the guest creates itself.
+const GUEST_FS_TYPES: [&str; 7] = [
+    "proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgroup", "cgroup2",
+];
+
+fn strings(list: Option<&Vec<String>>) -> Vec<String> {
+    list.cloned().unwrap_or_default()
+}
+
+fn caps(set: Option<&oci_spec::runtime::Capabilities>) -> Vec<String> {
+    let mut names: Vec<String> = set
+        .map(|s| s.iter().map(|c| format!("CAP_{c}")).collect())
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Converts one OCI process (the init's or an exec's).
+pub fn process(p: &oci::Process) -> pb::Process {
+    let user = p.user();
+    pb::Process {
+        Terminal: p.terminal().unwrap_or(false),
+        ConsoleSize: p
+            .console_size()
+            .map(|b| pb::Box {
+                Height: b.height() as u32,
+                Width: b.width() as u32,
+                ..Default::default()
+            })
+            .into(),
+        User: Some(pb::User {
+            UID: user.uid(),
+            GID: user.gid(),
+            AdditionalGids: user.additional_gids().clone().unwrap_or_default(),
+            Username: user.username().clone().unwrap_or_default(),
+            ..Default::default()
+        })
+        .into(),
+        Args: strings(p.args().as_ref()),
+        Env: strings(p.env().as_ref()),
+        Cwd: p.cwd().to_string_lossy().into_owned(),
+        Capabilities: p
+            .capabilities()
+            .as_ref()
+            .map(|c| pb::LinuxCapabilities {
+                Bounding: caps(c.bounding().as_ref()),
+                Effective: caps(c.effective().as_ref()),
+                Inheritable: caps(c.inheritable().as_ref()),
+                Permitted: caps(c.permitted().as_ref()),
+                Ambient: caps(c.ambient().as_ref()),
+                ..Default::default()
+            })
+            .into(),
+        Rlimits: p
+            .rlimits()
+            .as_ref()
+            .map(|list| {
+                list.iter()
+                    .map(|r| pb::POSIXRlimit {
+                        Type: serde_json::to_value(r.typ())
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_string))
+                            .unwrap_or_default(),
+                        Hard: r.hard(),
+                        Soft: r.soft(),
+                        ..Default::default()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        NoNewPrivileges: p.no_new_privileges().unwrap_or(false),
+        OOMScoreAdj: p.oom_score_adj().unwrap_or(0) as i64,
+        ..Default::default()
+    }
+}
+
+fn resources(r: &oci::LinuxResources) -> pb::LinuxResources {
+    pb::LinuxResources {
+        Memory: r
+            .memory()
+            .as_ref()
+            .map(|m| pb::LinuxMemory {
+                Limit: m.limit().unwrap_or(0),
+                Reservation: m.reservation().unwrap_or(0),
+                Swap: m.swap().unwrap_or(0),
+                ..Default::default()
+            })
+            .into(),
+        CPU: r
+            .cpu()
+            .as_ref()
+            .map(|c| pb::LinuxCPU {
+                Shares: c.shares().unwrap_or(0),
+                Quota: c.quota().unwrap_or(0),
+                Period: c.period().unwrap_or(0),
+                Cpus: c.cpus().clone().unwrap_or_default(),
+                Mems: c.mems().clone().unwrap_or_default(),
+                ..Default::default()
+            })
+            .into(),
+        Pids: r
+            .pids()
+            .as_ref()
+            .map(|p| pb::LinuxPids {
+                Limit: p.limit(),
+                ..Default::default()
+            })
+            .into(),
+        ..Default::default()
+    }
+}
+
+/// Converts LinuxResources (for Update).
+pub fn linux_resources(r: &oci::LinuxResources) -> pb::LinuxResources {
+    resources(r)
+}
+
+/// Rewrites `spec` (container `id`) for the guest.
+pub fn for_guest(spec: &oci::Spec, id: &str) -> Result<GuestSpec, String> {
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or("config.json has no process")?;
+    let root = spec.root().as_ref().ok_or("config.json has no root")?;
+    let mut binds = Vec::new();
+    let mut mounts = Vec::new();
+    for (index, m) in spec
+        .mounts()
+        .as_ref()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        let kind = m.typ().clone().unwrap_or_default();
+        let options = strings(m.options().as_ref());
+        let destination = m.destination().to_string_lossy().into_owned();
+        let source = m
+            .source()
+            .as_ref()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let is_bind = kind == "bind" || options.iter().any(|o| o == "bind" || o == "rbind");
+        let source = if GUEST_FS_TYPES.contains(&kind.as_str()) && !is_bind {
+            source
+        } else if is_bind {
+            let host = Path::new(&source);
+            if !host.exists() {
+                return Err(format!(
+                    "mounts[{index}] ({destination}): bind source '{source}' does not exist"
+                ));
+            }
+            let name = format!(
+                "{id}-mount-{index}-{}",
+                host.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            );
+            binds.push(SharedBind {
+                source: host.to_path_buf(),
+                name: name.clone(),
+                readonly: options.iter().any(|o| o == "ro"),
+            });
+            format!("{GUEST_SHARE}/{name}")
+        } else {
+            return Err(format!(
+                "mounts[{index}] ({destination}): type '{kind}' cannot be passed to the guest"
+            ));
+        };
+        mounts.push(pb::Mount {
+            destination,
+            source,
+            type_: if is_bind { "bind".into() } else { kind },
+            options,
+            ..Default::default()
+        });
+    }
+    let linux = spec.linux().as_ref();
+    let namespaces = linux
+        .and_then(|l| l.namespaces().as_ref())
+        .map(|list| {
+            list.iter()
+                .filter_map(|ns| {
+                    let kind = serde_json::to_value(ns.typ()).ok()?.as_str()?.to_string();
+                    // The VM is the pod: no network or user namespace inside, and host
+                    // namespace paths mean nothing in the guest.
+                    (kind != "network" && kind != "user").then(|| pb::LinuxNamespace {
+                        Type: kind,
+                        ..Default::default()
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let guest_linux = pb::Linux {
+        Namespaces: namespaces,
+        Resources: linux
+            .and_then(|l| l.resources().as_ref())
+            .map(resources)
+            .into(),
+        CgroupsPath: linux
+            .and_then(|l| l.cgroups_path().as_ref())
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        Sysctl: linux
+            .and_then(|l| l.sysctl().clone())
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
+        MaskedPaths: strings(linux.and_then(|l| l.masked_paths().as_ref())),
+        ReadonlyPaths: strings(linux.and_then(|l| l.readonly_paths().as_ref())),
+        RootfsPropagation: linux
+            .and_then(|l| l.rootfs_propagation().clone())
+            .unwrap_or_default(),
+        ..Default::default()
+    };
+    let annotations: HashMap<String, String> = spec
+        .annotations()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    let guest = pb::Spec {
+        Version: spec.version().clone(),
+        Process: Some(process_with_defaults(process)).into(),
+        Root: Some(pb::Root {
+            Path: format!("{GUEST_SHARE}/{id}/rootfs"),
+            Readonly: root.readonly().unwrap_or(false),
+            ..Default::default()
+        })
+        .into(),
+        Hostname: spec.hostname().clone().unwrap_or_default(),
+        Mounts: mounts,
+        Annotations: annotations,
+        Linux: Some(guest_linux).into(),
+        ..Default::default()
+    };
+    Ok(GuestSpec { spec: guest, binds })
+}
+
+fn process_with_defaults(p: &oci::Process) -> pb::Process {
+    process(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = r#"{
+      "ociVersion": "1.0.2-dev",
+      "process": {"terminal": false, "user": {"uid": 0, "gid": 0}, "args": ["sh", "-c", "echo hi"],
+        "env": ["PATH=/bin"], "cwd": "/",
+        "capabilities": {"bounding": ["CAP_KILL"], "effective": ["CAP_KILL"], "permitted": ["CAP_KILL"]},
+        "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}], "noNewPrivileges": true},
+      "root": {"path": "rootfs", "readonly": true},
+      "hostname": "t1",
+      "mounts": [
+        {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid"]},
+        {"destination": "/data", "type": "bind", "source": "/tmp", "options": ["rbind", "ro"]}
+      ],
+      "linux": {"namespaces": [{"type": "pid"}, {"type": "network", "path": "/proc/1/ns/net"}, {"type": "mount"}],
+        "resources": {"memory": {"limit": 33554432}}, "cgroupsPath": "/default/t1",
+        "maskedPaths": ["/proc/kcore"]}
+    }"#;
+
+    #[test]
+    fn a_ctr_spec_is_rewritten_for_the_guest() {
+        let spec: oci::Spec = serde_json::from_str(CONFIG).unwrap();
+        let guest = for_guest(&spec, "t1").unwrap();
+        let s = &guest.spec;
+        assert_eq!(
+            s.Root.Path,
+            "/run/kata-containers/shared/containers/t1/rootfs"
+        );
+        assert!(s.Root.Readonly);
+        let kinds: Vec<&str> = s.Linux.Namespaces.iter().map(|n| n.Type.as_str()).collect();
+        assert_eq!(kinds, ["pid", "mount"]);
+        assert_eq!(s.Linux.Resources.Memory.Limit, 32 << 20);
+        assert_eq!(s.Process.Capabilities.Bounding, ["CAP_KILL"]);
+        assert_eq!(s.Process.Rlimits[0].Type, "RLIMIT_NOFILE");
+        assert_eq!(
+            s.Mounts[1].source,
+            "/run/kata-containers/shared/containers/t1-mount-1-tmp"
+        );
+        assert_eq!(
+            guest.binds,
+            vec![SharedBind {
+                source: "/tmp".into(),
+                name: "t1-mount-1-tmp".into(),
+                readonly: true
+            }]
+        );
+    }
+
+    #[test]
+    fn bad_specs_name_the_culprit() {
+        let mut value: serde_json::Value = serde_json::from_str(CONFIG).unwrap();
+        value["mounts"][1]["source"] = "/no/such/dir".into();
+        let spec: oci::Spec = serde_json::from_value(value.clone()).unwrap();
+        let err = for_guest(&spec, "t1").unwrap_err();
+        assert!(
+            err.contains("mounts[1] (/data)") && err.contains("/no/such/dir"),
+            "{err}"
+        );
+        value["mounts"][1] =
+            serde_json::json!({"destination": "/x", "type": "nfs", "source": "srv:/x"});
+        let spec: oci::Spec = serde_json::from_value(value).unwrap();
+        assert!(for_guest(&spec, "t1").unwrap_err().contains("type 'nfs'"));
+    }
+}
