@@ -54,8 +54,6 @@ pub enum Status {
 
 /// One process (a container's init or an exec).
 pub struct Process {
-    /// The exec id ("" for the init).
-    pub exec_id: String,
     /// Its stdio.
     pub stdio: StdioPaths,
     /// The guest process spec (execs).
@@ -98,8 +96,6 @@ impl Process {
 
 /// A container of the sandbox.
 pub struct Container {
-    /// Its id.
-    pub id: String,
     /// containerd's bundle directory.
     pub bundle: PathBuf,
     /// The init process.

@@ -29,11 +29,6 @@ pub fn open(id: &str, debug: bool) -> Logger {
     )
 }
 
-/// A logger that drops everything (before the real one exists).
-pub fn discard() -> Logger {
-    Logger::root(slog::Discard, o!())
-}
-
 /// Re-logs one JSON line from the agent's log port at its own level.
 pub fn forward_agent_line(log: &Logger, line: &str) {
     let parsed: serde_json::Value =

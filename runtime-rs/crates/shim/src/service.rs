@@ -223,9 +223,8 @@ impl KataTask {
             terminal: req.terminal,
         };
         let container = Container {
-            id: req.id.clone(),
             bundle,
-            init: Process::new("", stdio, None),
+            init: Process::new(stdio, None),
             execs: HashMap::new(),
             paused: false,
             share_entries: entries,
@@ -644,7 +643,7 @@ impl Task for KataTask {
             let guest = spec::process(&process);
             container.execs.insert(
                 req.exec_id.clone(),
-                Process::new(&req.exec_id, stdio, Some(guest)),
+                Process::new(stdio, Some(guest)),
             );
         }
         let event = TaskExecAdded {
