@@ -67,14 +67,9 @@ pub struct Process {
 
 impl Process {
     /// A process not started yet.
-    pub fn new(
-        exec_id: &str,
-        stdio: StdioPaths,
-        spec: Option<kata_agent_protocols::oci::Process>,
-    ) -> Self {
+    pub fn new(stdio: StdioPaths, spec: Option<kata_agent_protocols::oci::Process>) -> Self {
         let (exit_tx, exit) = watch::channel(None);
         Self {
-            exec_id: exec_id.to_string(),
             stdio,
             spec,
             started: false,
