@@ -142,10 +142,11 @@ fn main() {
     let (config, ignored) = load_config(pid1).unwrap_or_else(|e| fatal(pid1, &e));
     let agent_log = logging::AgentLog::new(config.log_level, true);
     let log = agent_log.logger.clone();
-    if config.log_vport != 0 && config.server_addr.starts_with("vsock://") {
-        if let Err(e) = agent_log.serve_vsock(config.log_vport) {
-            slog::warn!(log, "log port unavailable: logs go to the console only"; "port" => config.log_vport, "error" => %e);
-        }
+    if config.log_vport != 0
+        && config.server_addr.starts_with("vsock://")
+        && let Err(e) = agent_log.serve_vsock(config.log_vport)
+    {
+        slog::warn!(log, "log port unavailable: logs go to the console only"; "port" => config.log_vport, "error" => %e);
     }
     for key in ignored {
         slog::warn!(log, "ignoring unsupported kernel cmdline key"; "key" => key);

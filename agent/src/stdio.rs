@@ -66,7 +66,7 @@ impl Stream {
 /// master the child allocates inside the container.
 pub enum PendingIo {
     /// Pipes: nothing to wait for.
-    Ready(ProcessIo),
+    Ready(Box<ProcessIo>),
     /// The agent's end of the socket the child sends its pty master over.
     Pty(OwnedFd),
 }
@@ -77,7 +77,7 @@ impl PendingIo {
     /// socket, which is an error here.
     pub fn finish(self) -> Result<ProcessIo, String> {
         match self {
-            PendingIo::Ready(io) => Ok(io),
+            PendingIo::Ready(io) => Ok(*io),
             PendingIo::Pty(socket) => {
                 let mut byte = [0u8; 1];
                 let mut iov = [std::io::IoSliceMut::new(&mut byte)];
@@ -144,7 +144,7 @@ impl ProcessIo {
             pty_master: None,
         };
         Ok((
-            PendingIo::Ready(io),
+            PendingIo::Ready(Box::new(io)),
             ChildStdio::Pipes {
                 stdin: stdin_read,
                 stdout: stdout_write,

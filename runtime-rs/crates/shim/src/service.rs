@@ -641,10 +641,9 @@ impl Task for KataTask {
                 ));
             }
             let guest = spec::process(&process);
-            container.execs.insert(
-                req.exec_id.clone(),
-                Process::new(stdio, Some(guest)),
-            );
+            container
+                .execs
+                .insert(req.exec_id.clone(), Process::new(stdio, Some(guest)));
         }
         let event = TaskExecAdded {
             container_id: req.id.clone(),
