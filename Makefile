@@ -16,14 +16,14 @@ cross_cc_riscv64 := riscv64-linux-gnu-gcc
 cross_cc_x86_64 := gcc
 kernel_files_riscv64 := Image config
 kernel_files_x86_64 := vmlinux bzImage config
-STATIC_BINS := kvm-host-init kvm-smoke test-init dragonball kata-agent
+STATIC_BINS := kvm-host-init kvm-smoke test-init dragonball kata-agent containerd-shim-kata-v2
 
 ifeq ($(filter $(ARCH),$(ARCHES)),)
 $(error ARCH=$(ARCH) is not supported: use riscv64 or x86_64)
 endif
 
 .PHONY: help setup build host static kernel busybox initrd pause images kvm-artifacts kvm-host \
-        vm-tests vm-suite bench bench-bins virtiofsd \
+        vm-tests vm-suite bench bench-bins virtiofsd containerd e2e-tests e2e install run \
         lint test test-riscv64 clean
 
 help:
@@ -36,6 +36,9 @@ help:
 	@echo "make bench BENCH=boot|fs   boot / virtio-fs benchmarks (riscv64, in the KVM test host)"
 	@echo "make test                  the whole test suite (what CI runs)"
 	@echo "make test-riscv64          the riscv64 KVM-host suites alone"
+	@echo "make run [ARCH=a]          ctr run busybox uname -a in a kata-rv microVM (private containerd)"
+	@echo "make e2e ARCH=a            containerd + ctr end-to-end tests inside the KVM test host"
+	@echo "make install [PREFIX=/usr] shim, configuration, kernel and initrd (DESTDIR for packaging)"
 	@echo "make clean                 remove build outputs (keeps the cache)"
 
 setup:
@@ -46,7 +49,7 @@ host:
 
 # Static binaries of ARCH (for guests and the KVM test hosts) copied into out/ARCH.
 static:
-	$(CARGO) build --release --target $(static_target_$(ARCH)) -p kvm-host -p dragonball -p kata-agent --bins
+	$(CARGO) build --release --target $(static_target_$(ARCH)) -p kvm-host -p dragonball -p kata-agent -p containerd-shim-kata-v2 --bins
 	mkdir -p $(OUT)/$(ARCH)
 	for b in $(STATIC_BINS); do \
 	  cp -f $(TARGET_DIR)/$(static_target_$(ARCH))/release/$$b $(OUT)/$(ARCH)/$$b; done
@@ -97,7 +100,13 @@ virtiofsd:
 # Everything a KVM test host of ARCH needs: kernel, static binaries, busybox (riscv64),
 # virtiofsd.
 kvm-artifacts: kernel static virtiofsd
-	if [[ $(ARCH) == riscv64 ]]; then $(MAKE) --no-print-directory busybox ARCH=riscv64; fi
+	if [[ $(ARCH) == riscv64 ]]; then $(MAKE) --no-print-directory busybox containerd ARCH=riscv64; fi
+
+# containerd + ctr for the test host: riscv64 cross-built from Debian's source (cached);
+# x86_64 uses the installed Debian package (the x86_64 test host runs on this machine's /).
+containerd:
+	if [[ $(ARCH) == riscv64 ]]; then dir=$$(scripts/containerd-riscv64.sh); \
+	  for b in containerd ctr; do ln -sfn $$dir/$$b $(OUT)/riscv64/$$b; done; fi
 
 # Test executables of the crates that run inside a KVM test host, built for ARCH.
 VM_TEST_PKGS := -p dragonball -p dbs-address-space -p dbs-arch -p dbs-boot -p dbs-interrupt -p dbs-legacy-devices \
@@ -119,6 +128,42 @@ vm-suite: kvm-artifacts initrd vm-tests
 	  echo "==== riscv64 again, L1 without AIA: the userspace PLIC fallback"; \
 	  KATA_RV_EXPECT_IRQCHIP=plic $(TARGET_DIR)/release/kvm-host --arch $(ARCH) --no-aia \
 	    --timeout 1200 -- '$(VM_SUITE_CMD)'; fi
+
+# End-to-end tests: a private containerd + ctr driving the shim, inside the KVM test host.
+e2e-tests:
+	$(CARGO) test --release --target $(static_target_$(ARCH)) -p kata-rv-e2e --features kata-rv-e2e/e2e --no-run \
+	  --message-format=json | scripts/test-executables.py $(OUT)/$(ARCH)/e2e
+e2e: kvm-artifacts initrd images e2e-tests
+	$(CARGO) build --release -p kvm-host --bin kvm-host
+	$(TARGET_DIR)/release/kvm-host --arch $(ARCH) --timeout 1800 -- \
+	  'for t in $(OUT)/$(ARCH)/e2e/*; do echo "==== $$t"; $$t --test-threads=1 --nocapture || exit 1; done'
+
+# Installs the shim where containerd finds it by name, the configuration, and the guest
+# kernel + initrd of ARCH (the machine's own architecture by default).
+PREFIX ?= /usr
+DESTDIR ?=
+INSTALL_ARCH := $(shell uname -m)
+install_kernel_riscv64 := Image
+install_kernel_x86_64 := vmlinux
+install:
+	$(MAKE) --no-print-directory kernel static initrd ARCH=$(INSTALL_ARCH)
+	install -D -m 0755 $(OUT)/$(INSTALL_ARCH)/containerd-shim-kata-v2 $(DESTDIR)$(PREFIX)/bin/containerd-shim-kata-v2
+	install -D -m 0644 $(OUT)/$(INSTALL_ARCH)/$(install_kernel_$(INSTALL_ARCH)) \
+	  $(DESTDIR)$(PREFIX)/share/kata-containers/$(install_kernel_$(INSTALL_ARCH))-dragonball
+	install -D -m 0644 $(OUT)/$(INSTALL_ARCH)/kata-containers-initrd.img \
+	  $(DESTDIR)$(PREFIX)/share/kata-containers/kata-containers-initrd.img
+	install -d $(DESTDIR)/etc/kata-containers/runtime-rs
+	sed 's|@PREFIX@|$(PREFIX)|g' configuration/configuration-dragonball-$(INSTALL_ARCH).toml \
+	  > $(DESTDIR)/etc/kata-containers/runtime-rs/configuration.toml
+	if [[ -x $(OUT)/$(INSTALL_ARCH)/virtiofsd ]]; then install -D -m 0755 $(OUT)/$(INSTALL_ARCH)/virtiofsd \
+	  $(DESTDIR)$(PREFIX)/libexec/kata-rv/virtiofsd; fi
+
+# The main job: `ctr run --runtime io.containerd.kata.v2 … uname -a` in a microVM, with a
+# private containerd, natively where KVM is real, otherwise inside the KVM test host.
+run: setup
+	$(MAKE) --no-print-directory kvm-artifacts initrd images ARCH=$(ARCH)
+	$(CARGO) build --release -p kvm-host --bin kvm-host
+	$(TARGET_DIR)/release/kvm-host --arch $(ARCH) --timeout 900 -- 'tests/e2e/run.sh $(ARCH)'
 
 # Benchmarks print figures (and ratios against a baseline where one exists); BENCH=boot.
 BENCH ?= boot

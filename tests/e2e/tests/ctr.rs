@@ -1,0 +1,346 @@
+//! `ctr run --runtime containerd-shim-kata-v2` end to end, against a private containerd
+//! (config and state in a temp dir) inside the KVM test host of this architecture: every
+//! case runs a real microVM. After every case nothing of it may remain: no shim process,
+//! no mounts under /run/kata*, no shim socket of this run, no /run/kata/<id>.
+
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use kvm_host::{Arch, artifacts};
+
+fn arch() -> Arch {
+    Arch::native().expect("riscv64 or x86_64")
+}
+
+/// The private containerd of this test run.
+struct Containerd {
+    dir: PathBuf,
+    child: Child,
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn tool(name: &str) -> PathBuf {
+    // riscv64 test hosts carry the cross-built containerd/ctr in out/riscv64.
+    let built = artifacts::out_dir(arch()).join(name);
+    if built.exists() { built } else { PathBuf::from(name) }
+}
+
+fn shim() -> PathBuf {
+    artifacts::out_dir(arch()).join("containerd-shim-kata-v2")
+}
+
+fn kata_config(dir: &Path, name: &str, kernel: &Path, extra: &str) -> PathBuf {
+    let file = dir.join(format!("{name}.toml"));
+    let text = format!(
+        "[hypervisor.dragonball]\nkernel = \"{}\"\ninitrd = \"{}\"\ndefault_memory = 256\n{extra}\n[agent.kata]\n[runtime]\n",
+        kernel.display(),
+        artifacts::out_dir(arch()).join("kata-containers-initrd.img").display()
+    );
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
+fn containerd() -> &'static Containerd {
+    static INSTANCE: OnceLock<Containerd> = OnceLock::new();
+    INSTANCE.get_or_init(|| {
+        let dir = PathBuf::from(format!("/tmp/kata-e2e-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = format!(
+            "version = 2\nroot = \"{d}/root\"\nstate = \"{d}/state\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+             [grpc]\n  address = \"{d}/containerd.sock\"\n[ttrpc]\n  address = \"{d}/containerd.sock.ttrpc\"\n",
+            d = dir.display()
+        );
+        std::fs::write(dir.join("config.toml"), config).unwrap();
+        kata_config(&dir, "kata", &artifacts::kernel(arch()), "");
+        let log = std::fs::File::create(dir.join("containerd.log")).unwrap();
+        let child = Command::new(tool("containerd"))
+            .arg("--config")
+            .arg(dir.join("config.toml"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("starting containerd");
+        let started = Instant::now();
+        while !dir.join("containerd.sock").exists() {
+            assert!(started.elapsed() < Duration::from_secs(30), "containerd did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let image = artifacts::out_dir(arch()).parent().unwrap().join(format!("images/busybox-{}.tar", arch().name()));
+        let this = Containerd { dir, child };
+        let out = this.ctr(&["images", "import", "--all-platforms", image.to_str().unwrap()]);
+        assert!(out.status.success(), "import: {}", String::from_utf8_lossy(&out.stderr));
+        this
+    })
+}
+
+impl Containerd {
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(tool("ctr"));
+        command.arg("-a").arg(self.dir.join("containerd.sock")).args(args);
+        command
+    }
+
+    fn ctr(&self, args: &[&str]) -> Output {
+        self.command(args).stdin(Stdio::null()).output().expect("running ctr")
+    }
+
+    /// `--runtime <shim> --runtime-config-path <this run's configuration>`.
+    fn runtime(&self) -> Vec<String> {
+        vec![
+            "--runtime".into(),
+            shim().to_string_lossy().into_owned(),
+            "--runtime-config-path".into(),
+            self.dir.join("kata.toml").to_string_lossy().into_owned(),
+        ]
+    }
+
+    /// `ctr run --rm <runtime> [flags] busybox <id> <cmd…>`; flags may name another
+    /// `--runtime-config-path`, which then wins.
+    fn run(&self, id: &str, flags: &[&str], cmd: &[&str]) -> Output {
+        let runtime = self.runtime();
+        let mut args: Vec<&str> = vec!["run", "--rm"];
+        if flags.contains(&"--runtime-config-path") {
+            args.extend(runtime[..2].iter().map(String::as_str));
+        } else {
+            args.extend(runtime.iter().map(String::as_str));
+        }
+        args.extend_from_slice(flags);
+        args.push("docker.io/library/busybox:latest");
+        args.push(id);
+        args.extend_from_slice(cmd);
+        self.ctr(&args)
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Nothing of container `id` remains on the host.
+fn assert_nothing_left(id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let shims = shim_pids().join(" ");
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let leaked_mounts: Vec<&str> = mounts.lines().filter(|l| l.contains("/run/kata")).collect();
+        let run_dir = Path::new("/run/kata").join(id).exists();
+        let share = Path::new("/run/kata-containers/shared/sandboxes").join(id).exists();
+        if shims.trim().is_empty() && leaked_mounts.is_empty() && !run_dir && !share {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{id} left behind: shims [{}] mounts {leaked_mounts:?} /run/kata/{id}: {run_dir} share: {share}",
+            shims.trim()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Pids of running shim processes (from /proc: no pgrep in every test host).
+fn shim_pids() -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|entry| entry.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+        .filter(|entry| {
+            std::fs::read(entry.path().join("cmdline"))
+                .map(|cmdline| text(&cmdline).contains("containerd-shim-kata-v2"))
+                .unwrap_or(false)
+        })
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+fn sockets_of_this_run() -> usize {
+    // Shim sockets are named by a hash of (containerd address, namespace, id); ours are the
+    // only shims running, so after a case the directory must hold none of them.
+    std::fs::read_dir("/run/containerd/s").map(|d| d.count()).unwrap_or(0)
+}
+
+#[test]
+fn ctr_runs_containers_in_microvms_and_leaves_nothing_behind() {
+    if !Path::new("/dev/kvm").exists() {
+        assert!(!kvm_host::testing::kvm_required(), "KATA_TEST_REQUIRE_KVM=1 but /dev/kvm is missing");
+        eprintln!("SKIPPED ctr e2e: no /dev/kvm");
+        return;
+    }
+    let ctrd = containerd();
+    let sockets_before = sockets_of_this_run();
+
+    // echo hello, and the guest kernel/arch.
+    let started = Instant::now();
+    let out = ctrd.run("hello", &[], &["sh", "-c", "echo hello; uname -m"]);
+    println!("ctr run echo hello: {} ms", started.elapsed().as_millis());
+    let expected_arch = if arch() == Arch::X86_64 { "x86_64" } else { "riscv64" };
+    assert_eq!(text(&out.stdout), format!("hello\n{expected_arch}\n"), "stderr: {}", text(&out.stderr));
+    assert!(out.status.success());
+    assert_nothing_left("hello");
+
+    // Exit code 42 propagates.
+    let out = ctrd.run("exit42", &[], &["sh", "-c", "exit 42"]);
+    assert_eq!(out.status.code(), Some(42), "stderr: {}", text(&out.stderr));
+    assert_nothing_left("exit42");
+
+    // stdin piped into the container.
+    let runtime = ctrd.runtime();
+    let mut args: Vec<&str> = vec!["run", "--rm", "-i"];
+    args.extend(runtime.iter().map(String::as_str));
+    args.extend(["docker.io/library/busybox:latest", "stdin", "cat"]);
+    let mut child = ctrd
+        .command(&args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"piped through\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(text(&out.stdout), "piped through\n", "stderr: {}", text(&out.stderr));
+    assert_nothing_left("stdin");
+
+    // env and cwd from flags; the image's PATH.
+    let out = ctrd.run("env", &["--env", "FOO=bar", "--cwd", "/tmp"], &["sh", "-c", "echo $FOO; pwd; echo $PATH"]);
+    let lines = text(&out.stdout);
+    assert!(lines.starts_with("bar\n/tmp\n") && lines.contains("/bin"), "{lines} / {}", text(&out.stderr));
+    assert_nothing_left("env");
+
+    // A read-only rootfs.
+    let out = ctrd.run("ro", &["--read-only"], &["sh", "-c", "touch /x 2>/dev/null && echo writable || echo read-only"]);
+    assert_eq!(text(&out.stdout), "read-only\n", "stderr: {}", text(&out.stderr));
+    assert_nothing_left("ro");
+
+    // A bind mount from the host, read-only.
+    let data = ctrd.dir.join("bind-src");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("hello.txt"), "from the host\n").unwrap();
+    let mount = format!("type=bind,src={},dst=/data,options=rbind:ro", data.display());
+    let out = ctrd.run("bind", &["--mount", &mount], &["sh", "-c", "cat /data/hello.txt; touch /data/x 2>/dev/null || echo ro"]);
+    assert_eq!(text(&out.stdout), "from the host\nro\n", "stderr: {}", text(&out.stderr));
+    assert_nothing_left("bind");
+
+    // 1 MiB of output intact.
+    let out = ctrd.run("big", &[], &["sh", "-c", "yes 0123456789abcdef | head -c 1048576"]);
+    assert_eq!(out.stdout.len(), 1 << 20, "stderr: {}", text(&out.stderr));
+    assert!(out.stdout.chunks(17).all(|line| line == &b"0123456789abcdef\n"[..line.len()]));
+    assert_nothing_left("big");
+
+    // A terminal.
+    let out = run_with_pty(ctrd, "tty", &["sh", "-c", "tty; stty size"]);
+    assert!(out.contains("/dev/pts/0"), "{out}");
+    assert_nothing_left("tty");
+
+    // Detached, exec, ps, kill -s TERM, rm.
+    detached_lifecycle(ctrd);
+    assert_nothing_left("bg");
+
+    // Five containers in parallel.
+    let handles: Vec<_> = (0..5)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let id = format!("par{i}");
+                let out = containerd().run(&id, &[], &["echo", &id]);
+                (id, out)
+            })
+        })
+        .collect();
+    for handle in handles {
+        let (id, out) = handle.join().unwrap();
+        assert_eq!(text(&out.stdout), format!("{id}\n"), "stderr: {}", text(&out.stderr));
+        assert_nothing_left(&id);
+    }
+
+    bad_input(ctrd);
+    assert_eq!(sockets_of_this_run(), sockets_before, "shim sockets left in /run/containerd/s");
+}
+
+fn run_with_pty(ctrd: &Containerd, id: &str, cmd: &[&str]) -> String {
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let slave = || Stdio::from(OwnedFd::from(pty.slave.try_clone().unwrap()));
+    let runtime = ctrd.runtime();
+    let mut args: Vec<&str> = vec!["run", "--rm", "-t"];
+    args.extend(runtime.iter().map(String::as_str));
+    args.extend(["docker.io/library/busybox:latest", id]);
+    args.extend_from_slice(cmd);
+    let mut child = ctrd.command(&args).stdin(slave()).stdout(slave()).stderr(slave()).spawn().unwrap();
+    drop(pty.slave);
+    let status = child.wait().unwrap();
+    let mut master = std::fs::File::from(pty.master);
+    let flags = nix::fcntl::OFlag::from_bits_truncate(nix::fcntl::fcntl(&master, nix::fcntl::FcntlArg::F_GETFL).unwrap());
+    nix::fcntl::fcntl(&master, nix::fcntl::FcntlArg::F_SETFL(flags | nix::fcntl::OFlag::O_NONBLOCK)).unwrap();
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while let Ok(n) = master.read(&mut chunk) {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&chunk[..n]);
+    }
+    assert!(status.success(), "ctr -t: {status:?} {}", text(&out));
+    text(&out)
+}
+
+fn detached_lifecycle(ctrd: &Containerd) {
+    let runtime = ctrd.runtime();
+    let mut args: Vec<&str> = vec!["run", "-d"];
+    args.extend(runtime.iter().map(String::as_str));
+    args.extend(["docker.io/library/busybox:latest", "bg", "sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.2; done"]);
+    let out = ctrd.ctr(&args);
+    assert!(out.status.success(), "run -d: {}", text(&out.stderr));
+    let out = ctrd.ctr(&["task", "exec", "--exec-id", "e1", "bg", "sh", "-c", "echo exec-ok; cat /proc/1/comm"]);
+    assert_eq!(text(&out.stdout), "exec-ok\nsh\n", "exec: {}", text(&out.stderr));
+    let out = ctrd.ctr(&["task", "ps", "bg"]);
+    assert!(out.status.success() && text(&out.stdout).contains("PID"), "ps: {}", text(&out.stderr));
+    let out = ctrd.ctr(&["task", "kill", "-s", "TERM", "bg"]);
+    assert!(out.status.success(), "kill: {}", text(&out.stderr));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = ctrd.ctr(&["task", "ls"]);
+        if text(&out.stdout).lines().any(|l| l.starts_with("bg") && l.contains("STOPPED")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "bg did not stop: {}", text(&out.stdout));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = ctrd.ctr(&["task", "rm", "bg"]);
+    assert!(out.status.success(), "task rm: {}", text(&out.stderr));
+    let out = ctrd.ctr(&["containers", "rm", "bg"]);
+    assert!(out.status.success(), "containers rm: {}", text(&out.stderr));
+}
+
+fn bad_input(ctrd: &Containerd) {
+    // A configuration naming a kernel that does not exist.
+    let missing = kata_config(&ctrd.dir, "missing-kernel", Path::new("/no/such/kernel"), "");
+    let out = ctrd.run("badkernel", &["--runtime-config-path", missing.to_str().unwrap()], &["true"]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("hypervisor.dragonball.kernel") && err.contains("/no/such/kernel"), "{err}");
+    assert_nothing_left("badkernel");
+    let _ = ctrd.ctr(&["containers", "rm", "badkernel"]);
+
+    // A configuration with an unknown key.
+    let broken = kata_config(&ctrd.dir, "unknown-key", &artifacts::kernel(arch()), "kernel_parms = \"x\"");
+    let out = ctrd.run("badconfig", &["--runtime-config-path", broken.to_str().unwrap()], &["true"]);
+    let err = text(&out.stderr);
+    assert!(!out.status.success() && err.contains("kernel_parms") && err.contains(broken.to_str().unwrap()), "{err}");
+    assert_nothing_left("badconfig");
+    let _ = ctrd.ctr(&["containers", "rm", "badconfig"]);
+
+    // A runtime config path that does not exist.
+    let out = ctrd.run("nofile", &["--runtime-config-path", "/no/such/config.toml"], &["true"]);
+    let err = text(&out.stderr);
+    assert!(!out.status.success() && err.contains("/no/such/config.toml"), "{err}");
+    assert_nothing_left("nofile");
+    let _ = ctrd.ctr(&["containers", "rm", "nofile"]);
+}
