@@ -33,7 +33,7 @@ help:
 	@echo "make initrd ARCH=a         test initrd + sandbox initrd (kata-agent as /init)"
 	@echo "make images                OCI image tarballs: busybox + pause, both arches"
 	@echo "make kvm-host ARCH=a CMD=c run CMD inside the KVM test host of ARCH"
-	@echo "make bench BENCH=boot|fs   boot / virtio-fs benchmarks (riscv64, in the KVM test host)"
+	@echo "make bench BENCH=boot|fs|ctr  boot / virtio-fs / ctr-run benchmarks (in the KVM test hosts)"
 	@echo "make test                  the whole test suite (what CI runs)"
 	@echo "make test-riscv64          the riscv64 KVM-host suites alone"
 	@echo "make run [ARCH=a]          ctr run busybox uname -a in a kata-rv microVM (private containerd)"
@@ -172,7 +172,8 @@ bench-bins: kvm-artifacts initrd
 	cp -f $(TARGET_DIR)/$(static_target_$(ARCH))/release/{boot-bench,fs-bench} $(OUT)/$(ARCH)/
 
 bench:
-	for a in $(ARCHES); do $(MAKE) --no-print-directory bench-bins ARCH=$$a; done
+	for a in $(ARCHES); do $(MAKE) --no-print-directory bench-bins containerd ARCH=$$a; done
+	$(MAKE) --no-print-directory images
 	$(CARGO) build --release -p kvm-host --bin kvm-host
 	bench/$(BENCH).sh
 
