@@ -22,10 +22,12 @@ struct Containerd {
     child: Child,
 }
 
-impl Drop for Containerd {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGTERM);
-        let _ = self.child.wait();
+impl Containerd {
+    /// Stops containerd and removes its directory (the instance is a static: no Drop).
+    fn stop(&self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let _ = nix::sys::wait::waitpid(pid, None);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -139,11 +141,15 @@ fn assert_nothing_left(id: &str) {
         if shims.trim().is_empty() && leaked_mounts.is_empty() && !run_dir && !share {
             return;
         }
-        assert!(
-            Instant::now() < deadline,
-            "{id} left behind: shims [{}] mounts {leaked_mounts:?} /run/kata/{id}: {run_dir} share: {share}",
-            shims.trim()
-        );
+        if Instant::now() >= deadline {
+            let log = std::fs::read_to_string(containerd().dir.join("containerd.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            panic!(
+                "{id} left behind: shims [{}] mounts {leaked_mounts:?} /run/kata/{id}: {run_dir} share: {share}\ncontainerd log tail:\n{}",
+                shims.trim(),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -154,12 +160,14 @@ fn shim_pids() -> Vec<String> {
         .unwrap()
         .flatten()
         .filter(|entry| entry.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
-        .filter(|entry| {
-            std::fs::read(entry.path().join("cmdline"))
-                .map(|cmdline| text(&cmdline).contains("containerd-shim-kata-v2"))
-                .unwrap_or(false)
+        .filter_map(|entry| {
+            let cmdline = text(&std::fs::read(entry.path().join("cmdline")).ok()?).replace('\0', " ");
+            // The shim itself, not a ctr naming it with --runtime.
+            let program = cmdline.split(' ').next()?.to_string();
+            program
+                .ends_with("containerd-shim-kata-v2")
+                .then(|| format!("{}: {cmdline}", entry.file_name().to_string_lossy()))
         })
-        .map(|entry| entry.file_name().to_string_lossy().into_owned())
         .collect()
 }
 
@@ -195,7 +203,7 @@ fn ctr_runs_containers_in_microvms_and_leaves_nothing_behind() {
 
     // stdin piped into the container.
     let runtime = ctrd.runtime();
-    let mut args: Vec<&str> = vec!["run", "--rm", "-i"];
+    let mut args: Vec<&str> = vec!["run", "--rm"];
     args.extend(runtime.iter().map(String::as_str));
     args.extend(["docker.io/library/busybox:latest", "stdin", "cat"]);
     let mut child = ctrd
@@ -263,6 +271,7 @@ fn ctr_runs_containers_in_microvms_and_leaves_nothing_behind() {
 
     bad_input(ctrd);
     assert_eq!(sockets_of_this_run(), sockets_before, "shim sockets left in /run/containerd/s");
+    ctrd.stop();
 }
 
 fn run_with_pty(ctrd: &Containerd, id: &str, cmd: &[&str]) -> String {
