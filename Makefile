@@ -196,6 +196,8 @@ test: setup lint
 	$(CARGO) test --workspace --release -- --test-threads=2
 	$(MAKE) --no-print-directory vm-suite ARCH=riscv64
 	$(MAKE) --no-print-directory vm-suite ARCH=x86_64
+	$(MAKE) --no-print-directory e2e ARCH=riscv64
+	$(MAKE) --no-print-directory e2e ARCH=x86_64
 
 test-riscv64: setup
 	$(MAKE) --no-print-directory kvm-artifacts initrd ARCH=riscv64

@@ -35,7 +35,11 @@ impl Containerd {
 fn tool(name: &str) -> PathBuf {
     // riscv64 test hosts carry the cross-built containerd/ctr in out/riscv64.
     let built = artifacts::out_dir(arch()).join(name);
-    if built.exists() { built } else { PathBuf::from(name) }
+    if built.exists() {
+        built
+    } else {
+        PathBuf::from(name)
+    }
 }
 
 fn shim() -> PathBuf {
@@ -47,7 +51,9 @@ fn kata_config(dir: &Path, name: &str, kernel: &Path, extra: &str) -> PathBuf {
     let text = format!(
         "[hypervisor.dragonball]\nkernel = \"{}\"\ninitrd = \"{}\"\ndefault_memory = 256\n{extra}\n[agent.kata]\n[runtime]\n",
         kernel.display(),
-        artifacts::out_dir(arch()).join("kata-containers-initrd.img").display()
+        artifacts::out_dir(arch())
+            .join("kata-containers-initrd.img")
+            .display()
     );
     std::fs::write(&file, text).unwrap();
     file
@@ -89,12 +95,18 @@ fn containerd() -> &'static Containerd {
 impl Containerd {
     fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(tool("ctr"));
-        command.arg("-a").arg(self.dir.join("containerd.sock")).args(args);
+        command
+            .arg("-a")
+            .arg(self.dir.join("containerd.sock"))
+            .args(args);
         command
     }
 
     fn ctr(&self, args: &[&str]) -> Output {
-        self.command(args).stdin(Stdio::null()).output().expect("running ctr")
+        self.command(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("running ctr")
     }
 
     /// `--runtime <shim> --runtime-config-path <this run's configuration>`.
@@ -137,12 +149,15 @@ fn assert_nothing_left(id: &str) {
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
         let leaked_mounts: Vec<&str> = mounts.lines().filter(|l| l.contains("/run/kata")).collect();
         let run_dir = Path::new("/run/kata").join(id).exists();
-        let share = Path::new("/run/kata-containers/shared/sandboxes").join(id).exists();
+        let share = Path::new("/run/kata-containers/shared/sandboxes")
+            .join(id)
+            .exists();
         if shims.trim().is_empty() && leaked_mounts.is_empty() && !run_dir && !share {
             return;
         }
         if Instant::now() >= deadline {
-            let log = std::fs::read_to_string(containerd().dir.join("containerd.log")).unwrap_or_default();
+            let log = std::fs::read_to_string(containerd().dir.join("containerd.log"))
+                .unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(40).collect();
             panic!(
                 "{id} left behind: shims [{}] mounts {leaked_mounts:?} /run/kata/{id}: {run_dir} share: {share}\ncontainerd log tail:\n{}",
@@ -159,9 +174,16 @@ fn shim_pids() -> Vec<String> {
     std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
-        .filter(|entry| entry.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+        .filter(|entry| {
+            entry
+                .file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
         .filter_map(|entry| {
-            let cmdline = text(&std::fs::read(entry.path().join("cmdline")).ok()?).replace('\0', " ");
+            let cmdline =
+                text(&std::fs::read(entry.path().join("cmdline")).ok()?).replace('\0', " ");
             // The shim itself, not a ctr naming it with --runtime.
             let program = cmdline.split(' ').next()?.to_string();
             program
@@ -174,13 +196,18 @@ fn shim_pids() -> Vec<String> {
 fn sockets_of_this_run() -> usize {
     // Shim sockets are named by a hash of (containerd address, namespace, id); ours are the
     // only shims running, so after a case the directory must hold none of them.
-    std::fs::read_dir("/run/containerd/s").map(|d| d.count()).unwrap_or(0)
+    std::fs::read_dir("/run/containerd/s")
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
 
 #[test]
 fn ctr_runs_containers_in_microvms_and_leaves_nothing_behind() {
     if !Path::new("/dev/kvm").exists() {
-        assert!(!kvm_host::testing::kvm_required(), "KATA_TEST_REQUIRE_KVM=1 but /dev/kvm is missing");
+        assert!(
+            !kvm_host::testing::kvm_required(),
+            "KATA_TEST_REQUIRE_KVM=1 but /dev/kvm is missing"
+        );
         eprintln!("SKIPPED ctr e2e: no /dev/kvm");
         return;
     }
@@ -191,8 +218,17 @@ fn ctr_runs_containers_in_microvms_and_leaves_nothing_behind() {
     let started = Instant::now();
     let out = ctrd.run("hello", &[], &["sh", "-c", "echo hello; uname -m"]);
     println!("ctr run echo hello: {} ms", started.elapsed().as_millis());
-    let expected_arch = if arch() == Arch::X86_64 { "x86_64" } else { "riscv64" };
-    assert_eq!(text(&out.stdout), format!("hello\n{expected_arch}\n"), "stderr: {}", text(&out.stderr));
+    let expected_arch = if arch() == Arch::X86_64 {
+        "x86_64"
+    } else {
+        "riscv64"
+    };
+    assert_eq!(
+        text(&out.stdout),
+        format!("hello\n{expected_arch}\n"),
+        "stderr: {}",
+        text(&out.stderr)
+    );
     assert!(out.status.success());
     assert_nothing_left("hello");
 
@@ -213,35 +249,90 @@ fn ctr_runs_containers_in_microvms_and_leaves_nothing_behind() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(b"piped through\n").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"piped through\n")
+        .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert_eq!(text(&out.stdout), "piped through\n", "stderr: {}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "piped through\n",
+        "stderr: {}",
+        text(&out.stderr)
+    );
     assert_nothing_left("stdin");
 
     // env and cwd from flags; the image's PATH.
-    let out = ctrd.run("env", &["--env", "FOO=bar", "--cwd", "/tmp"], &["sh", "-c", "echo $FOO; pwd; echo $PATH"]);
+    let out = ctrd.run(
+        "env",
+        &["--env", "FOO=bar", "--cwd", "/tmp"],
+        &["sh", "-c", "echo $FOO; pwd; echo $PATH"],
+    );
     let lines = text(&out.stdout);
-    assert!(lines.starts_with("bar\n/tmp\n") && lines.contains("/bin"), "{lines} / {}", text(&out.stderr));
+    assert!(
+        lines.starts_with("bar\n/tmp\n") && lines.contains("/bin"),
+        "{lines} / {}",
+        text(&out.stderr)
+    );
     assert_nothing_left("env");
 
     // A read-only rootfs.
-    let out = ctrd.run("ro", &["--read-only"], &["sh", "-c", "touch /x 2>/dev/null && echo writable || echo read-only"]);
-    assert_eq!(text(&out.stdout), "read-only\n", "stderr: {}", text(&out.stderr));
+    let out = ctrd.run(
+        "ro",
+        &["--read-only"],
+        &[
+            "sh",
+            "-c",
+            "touch /x 2>/dev/null && echo writable || echo read-only",
+        ],
+    );
+    assert_eq!(
+        text(&out.stdout),
+        "read-only\n",
+        "stderr: {}",
+        text(&out.stderr)
+    );
     assert_nothing_left("ro");
 
     // A bind mount from the host, read-only.
     let data = ctrd.dir.join("bind-src");
     std::fs::create_dir_all(&data).unwrap();
     std::fs::write(data.join("hello.txt"), "from the host\n").unwrap();
-    let mount = format!("type=bind,src={},dst=/data,options=rbind:ro", data.display());
-    let out = ctrd.run("bind", &["--mount", &mount], &["sh", "-c", "cat /data/hello.txt; touch /data/x 2>/dev/null || echo ro"]);
-    assert_eq!(text(&out.stdout), "from the host\nro\n", "stderr: {}", text(&out.stderr));
+    let mount = format!(
+        "type=bind,src={},dst=/data,options=rbind:ro",
+        data.display()
+    );
+    let out = ctrd.run(
+        "bind",
+        &["--mount", &mount],
+        &[
+            "sh",
+            "-c",
+            "cat /data/hello.txt; touch /data/x 2>/dev/null || echo ro",
+        ],
+    );
+    assert_eq!(
+        text(&out.stdout),
+        "from the host\nro\n",
+        "stderr: {}",
+        text(&out.stderr)
+    );
     assert_nothing_left("bind");
 
     // 1 MiB of output intact.
-    let out = ctrd.run("big", &[], &["sh", "-c", "yes 0123456789abcdef | head -c 1048576"]);
+    let out = ctrd.run(
+        "big",
+        &[],
+        &["sh", "-c", "yes 0123456789abcdef | head -c 1048576"],
+    );
     assert_eq!(out.stdout.len(), 1 << 20, "stderr: {}", text(&out.stderr));
-    assert!(out.stdout.chunks(17).all(|line| line == &b"0123456789abcdef\n"[..line.len()]));
+    assert!(
+        out.stdout
+            .chunks(17)
+            .all(|line| line == &b"0123456789abcdef\n"[..line.len()])
+    );
     assert_nothing_left("big");
 
     // A terminal.
@@ -265,12 +356,21 @@ fn ctr_runs_containers_in_microvms_and_leaves_nothing_behind() {
         .collect();
     for handle in handles {
         let (id, out) = handle.join().unwrap();
-        assert_eq!(text(&out.stdout), format!("{id}\n"), "stderr: {}", text(&out.stderr));
+        assert_eq!(
+            text(&out.stdout),
+            format!("{id}\n"),
+            "stderr: {}",
+            text(&out.stderr)
+        );
         assert_nothing_left(&id);
     }
 
     bad_input(ctrd);
-    assert_eq!(sockets_of_this_run(), sockets_before, "shim sockets left in /run/containerd/s");
+    assert_eq!(
+        sockets_of_this_run(),
+        sockets_before,
+        "shim sockets left in /run/containerd/s"
+    );
     ctrd.stop();
 }
 
@@ -282,12 +382,24 @@ fn run_with_pty(ctrd: &Containerd, id: &str, cmd: &[&str]) -> String {
     args.extend(runtime.iter().map(String::as_str));
     args.extend(["docker.io/library/busybox:latest", id]);
     args.extend_from_slice(cmd);
-    let mut child = ctrd.command(&args).stdin(slave()).stdout(slave()).stderr(slave()).spawn().unwrap();
+    let mut child = ctrd
+        .command(&args)
+        .stdin(slave())
+        .stdout(slave())
+        .stderr(slave())
+        .spawn()
+        .unwrap();
     drop(pty.slave);
     let status = child.wait().unwrap();
     let mut master = std::fs::File::from(pty.master);
-    let flags = nix::fcntl::OFlag::from_bits_truncate(nix::fcntl::fcntl(&master, nix::fcntl::FcntlArg::F_GETFL).unwrap());
-    nix::fcntl::fcntl(&master, nix::fcntl::FcntlArg::F_SETFL(flags | nix::fcntl::OFlag::O_NONBLOCK)).unwrap();
+    let flags = nix::fcntl::OFlag::from_bits_truncate(
+        nix::fcntl::fcntl(&master, nix::fcntl::FcntlArg::F_GETFL).unwrap(),
+    );
+    nix::fcntl::fcntl(
+        &master,
+        nix::fcntl::FcntlArg::F_SETFL(flags | nix::fcntl::OFlag::O_NONBLOCK),
+    )
+    .unwrap();
     let mut out = Vec::new();
     let mut chunk = [0u8; 4096];
     while let Ok(n) = master.read(&mut chunk) {
@@ -304,22 +416,53 @@ fn detached_lifecycle(ctrd: &Containerd) {
     let runtime = ctrd.runtime();
     let mut args: Vec<&str> = vec!["run", "-d"];
     args.extend(runtime.iter().map(String::as_str));
-    args.extend(["docker.io/library/busybox:latest", "bg", "sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.2; done"]);
+    args.extend([
+        "docker.io/library/busybox:latest",
+        "bg",
+        "sh",
+        "-c",
+        "trap 'exit 0' TERM; while true; do sleep 0.2; done",
+    ]);
     let out = ctrd.ctr(&args);
     assert!(out.status.success(), "run -d: {}", text(&out.stderr));
-    let out = ctrd.ctr(&["task", "exec", "--exec-id", "e1", "bg", "sh", "-c", "echo exec-ok; cat /proc/1/comm"]);
-    assert_eq!(text(&out.stdout), "exec-ok\nsh\n", "exec: {}", text(&out.stderr));
+    let out = ctrd.ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "e1",
+        "bg",
+        "sh",
+        "-c",
+        "echo exec-ok; cat /proc/1/comm",
+    ]);
+    assert_eq!(
+        text(&out.stdout),
+        "exec-ok\nsh\n",
+        "exec: {}",
+        text(&out.stderr)
+    );
     let out = ctrd.ctr(&["task", "ps", "bg"]);
-    assert!(out.status.success() && text(&out.stdout).contains("PID"), "ps: {}", text(&out.stderr));
+    assert!(
+        out.status.success() && text(&out.stdout).contains("PID"),
+        "ps: {}",
+        text(&out.stderr)
+    );
     let out = ctrd.ctr(&["task", "kill", "-s", "TERM", "bg"]);
     assert!(out.status.success(), "kill: {}", text(&out.stderr));
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let out = ctrd.ctr(&["task", "ls"]);
-        if text(&out.stdout).lines().any(|l| l.starts_with("bg") && l.contains("STOPPED")) {
+        if text(&out.stdout)
+            .lines()
+            .any(|l| l.starts_with("bg") && l.contains("STOPPED"))
+        {
             break;
         }
-        assert!(Instant::now() < deadline, "bg did not stop: {}", text(&out.stdout));
+        assert!(
+            Instant::now() < deadline,
+            "bg did not stop: {}",
+            text(&out.stdout)
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let out = ctrd.ctr(&["task", "rm", "bg"]);
@@ -330,26 +473,59 @@ fn detached_lifecycle(ctrd: &Containerd) {
 
 fn bad_input(ctrd: &Containerd) {
     // A configuration naming a kernel that does not exist.
-    let missing = kata_config(&ctrd.dir, "missing-kernel", Path::new("/no/such/kernel"), "");
-    let out = ctrd.run("badkernel", &["--runtime-config-path", missing.to_str().unwrap()], &["true"]);
+    let missing = kata_config(
+        &ctrd.dir,
+        "missing-kernel",
+        Path::new("/no/such/kernel"),
+        "",
+    );
+    let out = ctrd.run(
+        "badkernel",
+        &["--runtime-config-path", missing.to_str().unwrap()],
+        &["true"],
+    );
     assert!(!out.status.success());
     let err = text(&out.stderr);
-    assert!(err.contains("hypervisor.dragonball.kernel") && err.contains("/no/such/kernel"), "{err}");
+    assert!(
+        err.contains("hypervisor.dragonball.kernel") && err.contains("/no/such/kernel"),
+        "{err}"
+    );
     assert_nothing_left("badkernel");
     let _ = ctrd.ctr(&["containers", "rm", "badkernel"]);
 
     // A configuration with an unknown key.
-    let broken = kata_config(&ctrd.dir, "unknown-key", &artifacts::kernel(arch()), "kernel_parms = \"x\"");
-    let out = ctrd.run("badconfig", &["--runtime-config-path", broken.to_str().unwrap()], &["true"]);
+    let broken = kata_config(
+        &ctrd.dir,
+        "unknown-key",
+        &artifacts::kernel(arch()),
+        "kernel_parms = \"x\"",
+    );
+    let out = ctrd.run(
+        "badconfig",
+        &["--runtime-config-path", broken.to_str().unwrap()],
+        &["true"],
+    );
     let err = text(&out.stderr);
-    assert!(!out.status.success() && err.contains("kernel_parms") && err.contains(broken.to_str().unwrap()), "{err}");
+    assert!(
+        !out.status.success()
+            && err.contains("kernel_parms")
+            && err.contains(broken.to_str().unwrap()),
+        "{err}"
+    );
     assert_nothing_left("badconfig");
     let _ = ctrd.ctr(&["containers", "rm", "badconfig"]);
 
     // A runtime config path that does not exist.
-    let out = ctrd.run("nofile", &["--runtime-config-path", "/no/such/config.toml"], &["true"]);
+    let out = ctrd.run(
+        "nofile",
+        &["--runtime-config-path", "/no/such/config.toml"],
+        &["true"],
+    );
     let err = text(&out.stderr);
-    assert!(!out.status.success() && err.contains("/no/such/config.toml"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("/no/such/config.toml"),
+        "{err}"
+    );
     assert_nothing_left("nofile");
     let _ = ctrd.ctr(&["containers", "rm", "nofile"]);
 }

@@ -60,6 +60,8 @@ pub struct Process {
     pub spec: Option<kata_agent_protocols::oci::Process>,
     /// Started yet.
     pub started: bool,
+    /// True once stdin has been copied to its end (set when started).
+    pub stdin_done: Option<watch::Receiver<bool>>,
     /// The exit, once known.
     pub exit: watch::Receiver<Option<Exit>>,
     exit_tx: watch::Sender<Option<Exit>>,
@@ -73,6 +75,7 @@ impl Process {
             stdio,
             spec,
             started: false,
+            stdin_done: None,
             exit,
             exit_tx,
         }
@@ -291,7 +294,13 @@ async fn copy_out(agent: AgentClient, id: String, exec: String, path: String, st
     }
 }
 
-async fn copy_in(agent: AgentClient, id: String, exec: String, path: String) {
+async fn copy_in(
+    agent: AgentClient,
+    id: String,
+    exec: String,
+    path: String,
+    done: watch::Sender<bool>,
+) {
     let write = |data: Vec<u8>| {
         let request = api::WriteStreamRequest {
             container_id: id.clone(),
@@ -322,21 +331,25 @@ async fn copy_in(agent: AgentClient, id: String, exec: String, path: String) {
     }
     // End of input: empty data closes the process's stdin.
     let _ = write(Vec::new()).await;
+    done.send_replace(true);
 }
 
-/// Starts copying stdio; the returned task ends when the output has been drained.
+/// Starts copying stdio; the returned task ends when the output has been drained, and
+/// the watch turns true once stdin has been forwarded to its end and closed.
 pub fn start_io(
     agent: &AgentClient,
     id: &str,
     exec: &str,
     stdio: &StdioPaths,
-) -> tokio::task::JoinHandle<()> {
+) -> (tokio::task::JoinHandle<()>, watch::Receiver<bool>) {
+    let (done_tx, done) = watch::channel(stdio.stdin.is_empty());
     if !stdio.stdin.is_empty() {
         tokio::spawn(copy_in(
             agent.clone(),
             id.into(),
             exec.into(),
             stdio.stdin.clone(),
+            done_tx,
         ));
     }
     let out = tokio::spawn(copy_out(
@@ -355,12 +368,13 @@ pub fn start_io(
             true,
         ))
     });
-    tokio::spawn(async move {
+    let drained = tokio::spawn(async move {
         let _ = out.await;
         if let Some(err) = err {
             let _ = err.await;
         }
-    })
+    });
+    (drained, done)
 }
 
 /// Waits for the process in the guest, then for its output (bounded), and returns its

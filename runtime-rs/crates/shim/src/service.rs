@@ -28,6 +28,9 @@ use crate::container::{self, Container, Exit, Process, Status, StdioPaths};
 use crate::sandbox::Sandbox;
 use crate::spec;
 
+/// How long CloseIO lets the stdin copy reach the FIFO's end before closing stdin.
+const STDIN_GRACE: Duration = Duration::from_secs(5);
+
 /// CRI's annotation naming a container's kind (`sandbox` or `container`).
 pub const CRI_CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
 /// CRI's annotation naming the sandbox a container belongs to.
@@ -425,7 +428,7 @@ impl Task for KataTask {
                 format!("starting {} {}: {e}", req.id, req.exec_id),
             )
         })?;
-        let io = container::start_io(&sandbox.agent, &req.id, &req.exec_id, &stdio);
+        let (io, stdin_done) = container::start_io(&sandbox.agent, &req.id, &req.exec_id, &stdio);
         let sender = {
             let mut state = self.state.lock().await;
             let process = state
@@ -434,6 +437,7 @@ impl Task for KataTask {
                 .and_then(|c| c.process_mut(&req.exec_id))
                 .ok_or_else(|| not_found(&req.id, &req.exec_id))?;
             process.started = true;
+            process.stdin_done = Some(stdin_done);
             process.exit_sender()
         };
         self.spawn_waiter(sandbox, req.id.clone(), req.exec_id.clone(), io, sender);
@@ -687,19 +691,39 @@ impl Task for KataTask {
         _: &TtrpcContext,
         req: api::CloseIORequest,
     ) -> ttrpc::Result<api::Empty> {
-        if req.stdin {
-            let sandbox = self.sandbox().await?;
-            let request = agent_api::CloseStdinRequest {
-                container_id: req.id.clone(),
-                exec_id: req.exec_id.clone(),
-                ..Default::default()
-            };
+        if !req.stdin {
+            return Ok(api::Empty::new());
+        }
+        let sandbox = self.sandbox().await?;
+        let stdin_done = {
+            let state = self.state.lock().await;
+            let container = state
+                .containers
+                .get(&req.id)
+                .ok_or_else(|| not_found(&req.id, &req.exec_id))?;
+            container
+                .process(&req.exec_id)
+                .ok_or_else(|| not_found(&req.id, &req.exec_id))?
+                .stdin_done
+                .clone()
+        };
+        let request = agent_api::CloseStdinRequest {
+            container_id: req.id.clone(),
+            exec_id: req.exec_id.clone(),
+            ..Default::default()
+        };
+        // What the client wrote before closing must reach the process first: the copy
+        // closes stdin itself at the FIFO's end; close it here only if that never comes.
+        tokio::spawn(async move {
+            if let Some(mut done) = stdin_done {
+                let _ = tokio::time::timeout(STDIN_GRACE, done.wait_for(|d| *d)).await;
+            }
             let _ = sandbox
                 .agent
                 .agent
                 .close_stdin(context(sandbox.rpc_timeout), &request)
                 .await;
-        }
+        });
         Ok(api::Empty::new())
     }
 
