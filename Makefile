@@ -189,6 +189,7 @@ lint:
 	$(CARGO) clippy -p dragonball --all-targets --features kvm-tests --target $(static_target_riscv64) -- -D warnings
 	$(CARGO) clippy -p kata-agent --all-targets --features vm-tests -- -D warnings
 	$(CARGO) clippy -p kata-agent --all-targets --features vm-tests --target $(static_target_riscv64) -- -D warnings
+	$(CARGO) clippy -p kata-rv-e2e --all-targets --features e2e -- -D warnings
 
 test: setup lint
 	for a in $(ARCHES); do $(MAKE) --no-print-directory kvm-artifacts initrd ARCH=$$a; done

@@ -4,7 +4,6 @@
 //! no mounts under /run/kata*, no shim socket of this run, no /run/kata/<id>.
 
 use std::io::{Read, Write};
-use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -376,7 +375,7 @@ fn ctr_runs_containers_in_microvms_and_leaves_nothing_behind() {
 
 fn run_with_pty(ctrd: &Containerd, id: &str, cmd: &[&str]) -> String {
     let pty = nix::pty::openpty(None, None).unwrap();
-    let slave = || Stdio::from(OwnedFd::from(pty.slave.try_clone().unwrap()));
+    let slave = || Stdio::from(pty.slave.try_clone().unwrap());
     let runtime = ctrd.runtime();
     let mut args: Vec<&str> = vec!["run", "--rm", "-t"];
     args.extend(runtime.iter().map(String::as_str));
