@@ -170,6 +170,11 @@ fn assert_nothing_left(id: &str) {
 
 /// Pids of running shim processes (from /proc: no pgrep in every test host).
 fn shim_pids() -> Vec<String> {
+    processes_named("containerd-shim-kata-v2")
+}
+
+/// "pid: cmdline" of every process whose program path ends with `name`.
+fn processes_named(name: &str) -> Vec<String> {
     std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
@@ -186,7 +191,7 @@ fn shim_pids() -> Vec<String> {
             // The shim itself, not a ctr naming it with --runtime.
             let program = cmdline.split(' ').next()?.to_string();
             program
-                .ends_with("containerd-shim-kata-v2")
+                .ends_with(name)
                 .then(|| format!("{}: {cmdline}", entry.file_name().to_string_lossy()))
         })
         .collect()
@@ -230,6 +235,30 @@ fn ctr_runs_containers_in_microvms_and_leaves_nothing_behind() {
     );
     assert!(out.status.success());
     assert_nothing_left("hello");
+
+    // The external virtiofsd backend (shared_fs = "virtio-fs"): it goes with the sandbox.
+    let virtiofsd = artifacts::out_dir(arch()).join("virtiofsd");
+    let extra = format!(
+        "shared_fs = \"virtio-fs\"\nvirtio_fs_daemon = \"{}\"\nvirtio_fs_extra_args = [\"--sandbox=none\", \"--seccomp=none\"]",
+        virtiofsd.display()
+    );
+    let config = kata_config(&ctrd.dir, "virtiofsd", &artifacts::kernel(arch()), &extra);
+    let out = ctrd.run(
+        "vfsd",
+        &["--runtime-config-path", config.to_str().unwrap()],
+        &["echo", "via-virtiofsd"],
+    );
+    assert_eq!(
+        text(&out.stdout),
+        "via-virtiofsd\n",
+        "stderr: {}",
+        text(&out.stderr)
+    );
+    assert_nothing_left("vfsd");
+    assert!(
+        processes_named("virtiofsd").is_empty(),
+        "virtiofsd left behind"
+    );
 
     // Exit code 42 propagates.
     let out = ctrd.run("exit42", &[], &["sh", "-c", "exit 42"]);

@@ -71,30 +71,35 @@ pub struct KataTask {
     shim_id: String,
 }
 
-/// The runtime options containerd sends (`runtimeoptions.v1.Options`): field 2 is
-/// `config_path`.
-fn config_path_from_options(options: &MessageField<Any>) -> Option<String> {
-    let any = options.as_ref()?;
+/// The runtime options containerd sends: `runtimeoptions.v1.Options` (type_url = 1,
+/// config_path = 2) is understood; anything else is an error naming what was sent.
+fn config_path_from_options(options: &MessageField<Any>) -> Result<Option<String>, String> {
+    let Some(any) = options.as_ref() else {
+        return Ok(None);
+    };
     if !any.type_url.ends_with("runtimeoptions.v1.Options") {
-        return None;
+        return Err(format!(
+            "runtime options of type '{}' are not understood by kata-rv (expected runtimeoptions.v1.Options)",
+            any.type_url
+        ));
     }
+    let malformed = || "runtime options: malformed runtimeoptions.v1.Options".to_string();
     let mut input = containerd_shim_protos::protobuf::CodedInputStream::from_bytes(&any.value);
     let mut config_path = None;
-    while let Ok(Some(tag)) = input.read_raw_tag_or_eof() {
-        let (field, wire) = (tag >> 3, tag & 7);
-        if wire == 2 {
-            let text = input.read_string().ok()?;
-            if field == 2 {
-                config_path = Some(text);
+    while let Some(tag) = input.read_raw_tag_or_eof().map_err(|_| malformed())? {
+        match (tag >> 3, tag & 7) {
+            (1, 2) => {
+                input.read_string().map_err(|_| malformed())?;
             }
-        } else if input
-            .skip_field(containerd_shim_protos::protobuf::rt::WireType::new(wire)?)
-            .is_err()
-        {
-            return None;
+            (2, 2) => config_path = Some(input.read_string().map_err(|_| malformed())?),
+            (field, _) => {
+                return Err(format!(
+                    "runtime options: field {field} of runtimeoptions.v1.Options is not supported"
+                ));
+            }
         }
     }
-    config_path
+    Ok(config_path.filter(|p| !p.is_empty()))
 }
 
 impl KataTask {
@@ -140,7 +145,8 @@ impl KataTask {
         oci: &oci_spec::runtime::Spec,
     ) -> ttrpc::Result<Arc<Sandbox>> {
         let env = std::env::var(kata_config::CONF_ENV).ok();
-        let option_path = config_path_from_options(&req.options);
+        let option_path = config_path_from_options(&req.options)
+            .map_err(|e| error(ttrpc::Code::INVALID_ARGUMENT, e))?;
         let file = Config::find(env.as_deref(), option_path.as_deref())
             .map_err(|e| error(ttrpc::Code::FAILED_PRECONDITION, e.to_string()))?;
         let config =
@@ -952,15 +958,46 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            config_path_from_options(&MessageField::some(any)).as_deref(),
+            config_path_from_options(&MessageField::some(any))
+                .unwrap()
+                .as_deref(),
             Some("/etc/k.toml")
         );
-        let other = Any {
+        assert_eq!(
+            config_path_from_options(&MessageField::none()).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn unknown_runtime_options_are_errors() {
+        let runc = Any {
             type_url: "containerd.runc.v1.Options".into(),
             value: vec![8, 1],
             ..Default::default()
         };
-        assert_eq!(config_path_from_options(&MessageField::some(other)), None);
-        assert_eq!(config_path_from_options(&MessageField::none()), None);
+        let err = config_path_from_options(&MessageField::some(runc)).unwrap_err();
+        assert!(err.contains("containerd.runc.v1.Options"), "{err}");
+        // config_body (field 3) is a newer option this runtime does not take.
+        let body = Any {
+            type_url: "runtimeoptions.v1.Options".into(),
+            value: vec![0x1a, 1, b'x'],
+            ..Default::default()
+        };
+        assert!(
+            config_path_from_options(&MessageField::some(body))
+                .unwrap_err()
+                .contains("field 3")
+        );
+        let truncated = Any {
+            type_url: "runtimeoptions.v1.Options".into(),
+            value: vec![0x12, 9, b'/'],
+            ..Default::default()
+        };
+        assert!(
+            config_path_from_options(&MessageField::some(truncated))
+                .unwrap_err()
+                .contains("malformed")
+        );
     }
 }
