@@ -451,6 +451,8 @@ mod tests {
 
     #[test]
     fn a_typical_spec_becomes_a_plan() {
+        let file = std::env::temp_dir().join(format!("plan-hostname-{}", std::process::id()));
+        std::fs::write(&file, "h\n").unwrap();
         let spec = spec_with(
             vec![
                 mount("/proc", "proc", "proc", &[]),
@@ -460,7 +462,12 @@ mod tests {
                     "tmpfs",
                     &["nosuid", "strictatime", "mode=755", "size=65536k"],
                 ),
-                mount("/etc/hostname", "bind", "/etc/hostname", &["rbind", "ro"]),
+                mount(
+                    "/etc/hostname",
+                    "bind",
+                    file.to_str().unwrap(),
+                    &["rbind", "ro"],
+                ),
             ],
             &["pid", "mount", "ipc", "uts", "network"],
         );
@@ -485,6 +492,7 @@ mod tests {
         assert_eq!(bind.create_dirs, vec![CString::new("/run/r/etc").unwrap()]);
         assert_eq!(setup.devices.len(), 6);
         assert_eq!(setup.root_propagation, MsFlags::MS_SLAVE | MsFlags::MS_REC);
+        std::fs::remove_file(file).unwrap();
     }
 
     #[tokio::test]
