@@ -439,6 +439,16 @@ impl Container {
                 .iter()
                 .map(|(name, flag)| Ok((open_ns(name)?, *flag)))
                 .collect::<AgentResult<Vec<_>>>()?,
+            root: Some(
+                File::open(format!("/proc/{}/root", self.init.pid))
+                    .map(OwnedFd::from)
+                    .map_err(|e| {
+                        AgentError::precondition(format!(
+                            "container {}: opening its root: {e}",
+                            self.id
+                        ))
+                    })?,
+            ),
         };
         let (pending_io, child_stdio) =
             ProcessIo::create(process.Terminal).map_err(AgentError::internal)?;

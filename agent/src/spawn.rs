@@ -96,6 +96,9 @@ pub struct JoinNamespaces {
     pub pid: Option<OwnedFd>,
     /// Mount, UTS, IPC namespaces (joined by the child).
     pub others: Vec<(OwnedFd, CloneFlags)>,
+    /// The init's root directory (`/proc/<pid>/root`): after joining the mount namespace
+    /// the child chroots here, which also covers containers rooted by chroot.
+    pub root: Option<OwnedFd>,
 }
 
 /// How the child's standard streams are wired.
@@ -828,6 +831,20 @@ fn child_main(
             // SAFETY: setns on a namespace descriptor the plan owns.
             check(report, Step::Setns, index, unsafe {
                 libc::setns(fd.as_raw_fd(), kind.bits())
+            });
+        }
+        if let Some(root) = &join.root {
+            // SAFETY: fchdir on a directory descriptor the plan owns.
+            check(report, Step::Setns, 100, unsafe {
+                libc::fchdir(root.as_raw_fd())
+            });
+            // SAFETY: see the note above mount_raw.
+            check(report, Step::Setns, 101, unsafe {
+                libc::chroot(c".".as_ptr())
+            });
+            // SAFETY: see the note above mount_raw.
+            check(report, Step::Setns, 102, unsafe {
+                libc::chdir(c"/".as_ptr())
             });
         }
     }
