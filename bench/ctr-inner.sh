@@ -34,7 +34,14 @@ time_run() { # runtime id
 median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 
 runc_ok=0
-if command -v runc >/dev/null 2>&1; then runc_ok=1; fi
+if command -v runc >/dev/null 2>&1; then
+  # The test host's kernel (the guest kernel config) may lack what runc needs (cgroup BPF).
+  if $ctr run --rm --runtime io.containerd.runc.v2 "$image" probe true >"$work/probe" 2>&1; then
+    runc_ok=1
+  else
+    echo "bench ctr $arch: runc cannot run in this test host: $(head -c 300 "$work/probe")"
+  fi
+fi
 : > "$work/kata.ms"; : > "$work/runc.ms"
 i=1
 while [ $i -le "$runs" ]; do
