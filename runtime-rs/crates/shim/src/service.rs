@@ -310,6 +310,55 @@ impl KataTask {
         });
     }
 
+    /// Pause or Resume: freeze/thaw in the guest, record it, publish the event.
+    async fn set_paused(&self, id: &str, paused: bool) -> ttrpc::Result<api::Empty> {
+        let sandbox = self.sandbox().await?;
+        let timeout = context(sandbox.rpc_timeout);
+        let result = if paused {
+            let request = agent_api::PauseContainerRequest {
+                container_id: id.into(),
+                ..Default::default()
+            };
+            sandbox.agent.agent.pause_container(timeout, &request).await
+        } else {
+            let request = agent_api::ResumeContainerRequest {
+                container_id: id.into(),
+                ..Default::default()
+            };
+            sandbox
+                .agent
+                .agent
+                .resume_container(timeout, &request)
+                .await
+        };
+        let verb = if paused { "pausing" } else { "resuming" };
+        result.map_err(|e| {
+            error(
+                ttrpc::Code::FAILED_PRECONDITION,
+                format!("{verb} {id}: {e}"),
+            )
+        })?;
+        if let Some(c) = self.state.lock().await.containers.get_mut(id) {
+            c.paused = paused;
+        }
+        if paused {
+            let event = TaskPaused {
+                container_id: id.into(),
+                ..Default::default()
+            };
+            self.publish(topics::TASK_PAUSED_EVENT_TOPIC, Box::new(event))
+                .await;
+        } else {
+            let event = TaskResumed {
+                container_id: id.into(),
+                ..Default::default()
+            };
+            self.publish(topics::TASK_RESUMED_EVENT_TOPIC, Box::new(event))
+                .await;
+        }
+        Ok(api::Empty::new())
+    }
+
     async fn teardown_if_empty(&self) {
         let sandbox = {
             let mut state = self.state.lock().await;
@@ -783,65 +832,11 @@ impl Task for KataTask {
     }
 
     async fn pause(&self, _: &TtrpcContext, req: api::PauseRequest) -> ttrpc::Result<api::Empty> {
-        let sandbox = self.sandbox().await?;
-        let request = agent_api::PauseContainerRequest {
-            container_id: req.id.clone(),
-            ..Default::default()
-        };
-        sandbox
-            .agent
-            .agent
-            .pause_container(context(sandbox.rpc_timeout), &request)
-            .await
-            .map_err(|e| {
-                error(
-                    ttrpc::Code::FAILED_PRECONDITION,
-                    format!("pausing {}: {e}", req.id),
-                )
-            })?;
-        if let Some(c) = self.state.lock().await.containers.get_mut(&req.id) {
-            c.paused = true;
-        }
-        self.publish(
-            topics::TASK_PAUSED_EVENT_TOPIC,
-            Box::new(TaskPaused {
-                container_id: req.id.clone(),
-                ..Default::default()
-            }),
-        )
-        .await;
-        Ok(api::Empty::new())
+        self.set_paused(&req.id, true).await
     }
 
     async fn resume(&self, _: &TtrpcContext, req: api::ResumeRequest) -> ttrpc::Result<api::Empty> {
-        let sandbox = self.sandbox().await?;
-        let request = agent_api::ResumeContainerRequest {
-            container_id: req.id.clone(),
-            ..Default::default()
-        };
-        sandbox
-            .agent
-            .agent
-            .resume_container(context(sandbox.rpc_timeout), &request)
-            .await
-            .map_err(|e| {
-                error(
-                    ttrpc::Code::FAILED_PRECONDITION,
-                    format!("resuming {}: {e}", req.id),
-                )
-            })?;
-        if let Some(c) = self.state.lock().await.containers.get_mut(&req.id) {
-            c.paused = false;
-        }
-        self.publish(
-            topics::TASK_RESUMED_EVENT_TOPIC,
-            Box::new(TaskResumed {
-                container_id: req.id.clone(),
-                ..Default::default()
-            }),
-        )
-        .await;
-        Ok(api::Empty::new())
+        self.set_paused(&req.id, false).await
     }
 
     async fn checkpoint(
