@@ -110,6 +110,8 @@ pub struct MachineInputs<'a> {
     pub devices: DeviceManager,
     /// Virtio devices to place on virtio-mmio slots, in order.
     pub virtio_devices: Vec<(&'static str, Box<dyn VirtioDevice>)>,
+    /// Where devices that end the VM (a reset line) report it.
+    pub exit: Arc<VmExit>,
 }
 
 /// What an arch's `create_machine` builds.
@@ -384,7 +386,7 @@ impl Vm {
                 .map_err(|e| StartError::Kvm(format!("KVM_CREATE_VM: {e}")))?,
         );
         let size = self.config.mem_size_mib as u64 * (1 << 20);
-        let memory = dbs_address_space::create(&vm_fd, arch::memory_base(), size)?;
+        let memory = dbs_address_space::create(&vm_fd, &arch::memory_ranges(size))?;
         let (console, console_socket) =
             Console::open(&self.config.console).map_err(|e| StartError::Console(e.to_string()))?;
         let mut virtio_devices: Vec<(&'static str, Box<dyn VirtioDevice>)> = Vec::new();
@@ -451,6 +453,7 @@ impl Vm {
             console,
             devices: DeviceManager::new(),
             virtio_devices,
+            exit: exit.clone(),
         })?;
         let vcpus = VcpuManager::start(machine.vcpus, machine.devices.into_bus(), exit)
             .map_err(|e| StartError::Kvm(format!("starting vCPU threads: {e}")))?;

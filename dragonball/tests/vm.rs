@@ -1,10 +1,9 @@
-//! riscv64 VMs under real KVM (needs /dev/kvm with in-kernel AIA, the riscv64 guest
-//! kernel and test initrd): run inside the riscv64 KVM test host by
-//! `riscv64_kvm_host.rs`, or natively on a riscv64 machine with KVM.
+//! Dragonball VMs under real KVM (needs /dev/kvm, the guest kernel and test initrd):
+//! run by `make vm-suite` inside the KVM test host of each arch, or natively where KVM
+//! is real.
 
 #![cfg(any(target_arch = "riscv64", target_arch = "x86_64"))]
 
-#[cfg(target_arch = "riscv64")]
 mod support;
 
 use std::path::{Path, PathBuf};
@@ -59,11 +58,11 @@ fn arch() -> Arch {
     Arch::native().expect("tests are built for riscv64 or x86_64")
 }
 
-/// The guest kernel + test initrd; x86_64 guests (no ACPI) end their run with a triple
-/// fault on reboot, which the VMM treats as the end of the VM.
+/// The guest kernel + test initrd; x86_64 guests (no ACPI) end their run with a reboot
+/// through the i8042 controller, which the VMM treats as the end of the VM.
 fn test_initrd_boot(cmdline: &str) -> BootSourceConfig {
     let cmdline = match arch() {
-        Arch::X86_64 => format!("{cmdline} reboot=t"),
+        Arch::X86_64 => format!("{cmdline} reboot=k"),
         Arch::Riscv64 => cmdline.to_string(),
     };
     BootSourceConfig {
@@ -145,6 +144,35 @@ fn boots_the_test_initrd_on_two_harts_and_powers_off() {
     assert_eq!(code, 0, "guest power-off is exit 0");
     // Every VMM thread (vmm_master, vCPUs) and fd (KVM, eventfds, console) is gone.
     assert_eq!(resources_settled(before), before, "threads/fds left behind");
+}
+
+/// A bzImage (Linux 32-bit boot protocol, zero page, e820) with RAM beyond the 3–4 GiB
+/// MMIO hole, ended by a triple fault (`reboot=t`).
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn bzimage_boots_with_ram_above_4_gib_and_a_triple_fault_ends_it() {
+    if !kvm_or_skip("bzimage_boots_with_ram_above_4_gib_and_a_triple_fault_ends_it") {
+        return;
+    }
+    let dir = Scratch::new("bzimage");
+    let mem_mib: u64 = 4608;
+    let (code, console) = boot_to_end(
+        config(1, mem_mib as usize, &dir.0.join("console")),
+        BootSourceConfig {
+            kernel_path: artifacts::out_dir(arch()).join("bzImage"),
+            initrd_path: Some(artifacts::out_dir(arch()).join("test-initrd.cpio.gz")),
+            boot_args: Some("console=ttyS0 panic=-1 reboot=t".into()),
+        },
+    );
+    assert!(
+        console.contains("KATA-RV-TEST-INIT: booted"),
+        "no marker; console:\n{console}"
+    );
+    // The kernel's own view of the e820 map: RAM resumes at 4 GiB.
+    let high_end = (4u64 << 30) + ((mem_mib - 3072) << 20) - 1;
+    let high = format!("[mem 0x0000000100000000-{high_end:#018x}] usable");
+    assert!(console.contains(&high), "no {high}; console:\n{console}");
+    assert_eq!(code, 0, "a guest reset is exit 0");
 }
 
 #[cfg(target_arch = "riscv64")]
@@ -328,7 +356,7 @@ fn a_kernel_that_does_not_fit_is_a_clear_error() {
     let e = client.request(VmmAction::StartMicroVm).unwrap_err();
     let expected = match arch() {
         Arch::Riscv64 => "no RISC-V Image magic",
-        Arch::X86_64 => "loading the ELF vmlinux",
+        Arch::X86_64 => "neither an ELF vmlinux nor a bzImage",
     };
     assert!(e.to_string().contains(expected), "{e}");
     assert_eq!(
@@ -521,13 +549,26 @@ mod vsock {
     }
 }
 
-#[cfg(target_arch = "riscv64")]
+/// A hand-assembled guest drives the vsock device with garbage (riscv64: an `Image`
+/// using SBI; x86_64: a PVH ELF using COM1 and the i8042).
 mod hostile_virtio {
     use super::*;
     use dragonball::VsockDeviceConfigInfo;
-    use support::rv_guest::{T0, T1, T3};
+    #[cfg(target_arch = "riscv64")]
+    use support::rv_guest::{DATA_OFFSET, Program, T0, T1, T3};
+    #[cfg(target_arch = "x86_64")]
+    use support::x86_guest::{DATA_OFFSET, Program, T0, T1, T3};
 
-    const BASE: u32 = 0x1000_1000; // virtio-mmio slot 0: the vsock device
+    /// virtio-mmio slot 0: the vsock device.
+    #[cfg(target_arch = "riscv64")]
+    const BASE: u32 = 0x1000_1000;
+    #[cfg(target_arch = "x86_64")]
+    const BASE: u32 = 0xd000_0000;
+    /// A guest-physical address outside the 64 MiB of RAM.
+    #[cfg(target_arch = "riscv64")]
+    const OUTSIDE_RAM: u64 = 0x10;
+    #[cfg(target_arch = "x86_64")]
+    const OUTSIDE_RAM: u64 = 0x1000_0000;
     const LOAD: u64 = Program::LOAD_ADDR;
 
     /// Guest-physical address of data offset `off`.
@@ -572,7 +613,7 @@ mod hostile_virtio {
         // RX (queue 0): outside RAM, too small, then a usable buffer.
         let (rx, rest) = d.split_at_mut(0x1000);
         let _ = rx;
-        desc(&mut rest[0..], 0, 0x10, 4096, WRITE, 0);
+        desc(&mut rest[0..], 0, OUTSIDE_RAM, 4096, WRITE, 0);
         desc(&mut rest[0..], 1, gpa(0x4800), 8, WRITE, 0);
         desc(&mut rest[0..], 2, gpa(0x4c00), 1024, WRITE, 0);
         avail(&mut rest[0x400..], &[0, 1, 2]);

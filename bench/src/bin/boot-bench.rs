@@ -70,11 +70,10 @@ fn guest_cmdline(extra: &str) -> String {
     format!("{base} {extra}").trim().to_string()
 }
 
-/// QEMU microvm with KVM, same kernel/initrd/vCPUs/memory: (start → marker, start → exit).
-fn qemu_run(a: &Args, qemu: &str) -> Result<(f64, f64)> {
-    let t0 = Instant::now();
-    let mut child = Command::new(qemu)
-        .args(["-M", "microvm,acpi=off", "-enable-kvm", "-cpu", "host"])
+/// QEMU microvm with KVM booting the same kernel/initrd/vCPUs/memory with `cmdline`.
+fn qemu_command(a: &Args, qemu: &str, cmdline: &str) -> Command {
+    let mut c = Command::new(qemu);
+    c.args(["-M", "microvm,acpi=off", "-enable-kvm", "-cpu", "host"])
         .args(["-smp", &a.vcpus, "-m", &a.mem])
         .args([
             "-nodefaults",
@@ -86,31 +85,83 @@ fn qemu_run(a: &Args, qemu: &str) -> Result<(f64, f64)> {
             "-no-reboot",
         ])
         .args([
-            "-kernel",
-            &a.kernel,
-            "-initrd",
-            &a.initrd,
-            "-append",
-            &guest_cmdline(""),
+            "-kernel", &a.kernel, "-initrd", &a.initrd, "-append", cmdline,
         ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::null());
+    c
+}
+
+/// A boot that never ended is killed after this long and reported as hung.
+const RUN_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// What one boot printed and when.
+struct Boot {
+    /// Spawn → marker line, ms.
+    marker_ms: f64,
+    /// Spawn → process exit, ms.
+    exit_ms: f64,
+    /// The process's stderr.
+    stderr: String,
+}
+
+/// Runs `command` (stdout piped) to its end: times the marker line and the exit; kills
+/// it after [`RUN_TIMEOUT`] and says where its console stopped.
+fn boot_once(mut command: Command, what: &str) -> Result<Boot> {
+    use std::io::Read;
+    let t0 = Instant::now();
+    let mut child = command
         .spawn()
-        .context("spawning qemu")?;
+        .with_context(|| format!("spawning {what}"))?;
     let stdout = child.stdout.take().context("stdout")?;
-    let mut marker_ms = None;
-    for line in BufReader::new(stdout).lines() {
-        let line = line?;
-        if marker_ms.is_none() && line.contains(MARKER) {
-            marker_ms = Some(t0.elapsed().as_secs_f64() * 1e3);
+    let (done_tx, done) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut marker_ms = None;
+        let mut tail = std::collections::VecDeque::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if marker_ms.is_none() && line.contains(MARKER) {
+                marker_ms = Some(t0.elapsed().as_secs_f64() * 1e3);
+            }
+            if tail.len() == 8 {
+                tail.pop_front();
+            }
+            tail.push_back(line);
         }
+        let _ = done_tx.send(());
+        (marker_ms, Vec::from(tail).join("\n"))
+    });
+    let hung = done.recv_timeout(RUN_TIMEOUT).is_err();
+    if hung {
+        let _ = child.kill();
     }
-    child.wait()?;
-    Ok((
-        marker_ms.context("no marker from the QEMU guest")?,
-        t0.elapsed().as_secs_f64() * 1e3,
-    ))
+    let status = child.wait()?;
+    let exit_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut stderr);
+    }
+    let (marker_ms, tail) = reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("reader panicked"))?;
+    if hung {
+        bail!("{what} hung: no exit within {RUN_TIMEOUT:?}; console ended with:\n{tail}");
+    }
+    if !status.success() {
+        bail!("{what} failed ({status}): {stderr}");
+    }
+    let marker_ms = marker_ms.with_context(|| format!("no marker from {what}:\n{tail}"))?;
+    Ok(Boot {
+        marker_ms,
+        exit_ms,
+        stderr,
+    })
+}
+
+/// One QEMU boot: (start → marker, start → exit), ms.
+fn qemu_run(a: &Args, qemu: &str) -> Result<(f64, f64)> {
+    let boot = boot_once(qemu_command(a, qemu, &guest_cmdline("")), "qemu")?;
+    Ok((boot.marker_ms, boot.exit_ms))
 }
 
 fn command(a: &Args, cmdline: &str) -> Command {
@@ -127,31 +178,18 @@ fn command(a: &Args, cmdline: &str) -> Command {
 
 /// One boot: (process start → marker, StartMicroVm → marker, process start → exit), ms.
 fn one_run(a: &Args) -> Result<(f64, f64, f64)> {
-    let t0 = Instant::now();
-    let mut child = command(a, "console=ttyS0 panic=-1 quiet")
-        .spawn()
-        .context("spawning dragonball")?;
-    let stdout = child.stdout.take().context("stdout")?;
-    let mut marker_ms = None;
-    for line in BufReader::new(stdout).lines() {
-        let line = line?;
-        if marker_ms.is_none() && line.contains(MARKER) {
-            marker_ms = Some(t0.elapsed().as_secs_f64() * 1e3);
-        }
-    }
-    let out = child.wait_with_output()?;
-    let exit_ms = t0.elapsed().as_secs_f64() * 1e3;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if !out.status.success() {
-        bail!("dragonball failed ({}): {stderr}", out.status);
-    }
-    let marker_ms = marker_ms.context("no marker on the console")?;
-    let start_requested: f64 = stderr
+    let boot = boot_once(command(a, &guest_cmdline("")), "dragonball")?;
+    let start_requested: f64 = boot
+        .stderr
         .split_whitespace()
         .find_map(|w| w.strip_prefix("start_requested_ms="))
         .and_then(|v| v.parse().ok())
         .context("no timing line from dragonball")?;
-    Ok((marker_ms, marker_ms - start_requested, exit_ms))
+    Ok((
+        boot.marker_ms,
+        boot.marker_ms - start_requested,
+        boot.exit_ms,
+    ))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -188,8 +226,9 @@ fn rss_split(pid: u32, mem_mib: u64) -> Result<(u64, u64)> {
     Ok((total, guest))
 }
 
-fn vmm_rss(a: &Args) -> Result<(u64, u64)> {
-    let mut child = command(a, &guest_cmdline("test_init.mode=sleep")).spawn()?;
+/// RSS split of a VMM started by `command` once its sleeping guest has booted.
+fn vmm_rss(mut command: Command, mem_mib: u64) -> Result<(u64, u64)> {
+    let mut child = command.spawn()?;
     let stdout = child.stdout.take().context("stdout")?;
     let mut lines = BufReader::new(stdout).lines();
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -204,7 +243,7 @@ fn vmm_rss(a: &Args) -> Result<(u64, u64)> {
         }
     }
     std::thread::sleep(Duration::from_millis(500));
-    let split = rss_split(child.id(), a.mem.parse()?);
+    let split = rss_split(child.id(), mem_mib);
     // SAFETY: signalling our own child process.
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     let _ = child.wait();
@@ -215,25 +254,50 @@ fn main() -> Result<()> {
     let a = parse()?;
     let (mut marker, mut from_start, mut exit) = (Vec::new(), Vec::new(), Vec::new());
     let (mut q_marker, mut q_exit) = (Vec::new(), Vec::new());
+    // A failed run is reported and counted, not fatal: the emulated test hosts
+    // occasionally lose an L2 guest (both VMMs have been seen to).
+    let (mut failed, mut q_failed) = (0, 0);
     for i in 0..a.runs {
-        let (m, s, e) = one_run(&a).with_context(|| format!("run {i}"))?;
-        marker.push(m);
-        from_start.push(s);
-        exit.push(e);
+        match one_run(&a) {
+            Ok((m, s, e)) => {
+                eprintln!("run {i}: dragonball marker {m:.0} ms, exit {e:.0} ms");
+                marker.push(m);
+                from_start.push(s);
+                exit.push(e);
+            }
+            Err(e) => {
+                eprintln!("run {i}: dragonball: {e:#}");
+                failed += 1;
+            }
+        }
         if let Some(q) = &a.qemu {
-            let (m, e) = qemu_run(&a, q).with_context(|| format!("qemu run {i}"))?;
-            q_marker.push(m);
-            q_exit.push(e);
+            match qemu_run(&a, q) {
+                Ok((m, e)) => {
+                    eprintln!("run {i}: qemu marker {m:.0} ms, exit {e:.0} ms");
+                    q_marker.push(m);
+                    q_exit.push(e);
+                }
+                Err(e) => {
+                    eprintln!("run {i}: qemu: {e:#}");
+                    q_failed += 1;
+                }
+            }
         }
     }
-    let (total, guest) = vmm_rss(&a)?;
+    if marker.is_empty() || (a.qemu.is_some() && q_marker.is_empty()) {
+        bail!("no successful runs ({failed} dragonball and {q_failed} QEMU runs failed)");
+    }
+    let mem_mib: u64 = a.mem.parse().context("--mem")?;
+    let sleeping = guest_cmdline("test_init.mode=sleep");
+    let (total, guest) = vmm_rss(command(&a, &sleeping), mem_mib)?;
     println!(
-        "boot-bench: {} runs, {} vCPU(s), {} MiB, {}",
+        "boot-bench: {} runs ({failed} failed), {} vCPU(s), {} MiB, {}",
         a.runs,
         a.vcpus,
         a.mem,
         std::env::consts::ARCH
     );
+    let (marker_copy, exit_copy) = (marker.clone(), exit.clone());
     println!(
         "  process start -> guest marker : median {:8.1} ms",
         median(marker)
@@ -252,5 +316,27 @@ fn main() -> Result<()> {
         total,
         guest
     );
+    if let Some(q) = &a.qemu {
+        let (q_total, q_guest) = vmm_rss(qemu_command(&a, q, &sleeping), mem_mib)?;
+        let (dm, de) = (median(marker_copy), median(exit_copy));
+        let (qm, qe) = (median(q_marker), median(q_exit));
+        println!(
+            "  QEMU microvm (same kernel, initrd, vCPUs, memory, alternating runs; {q_failed} failed):"
+        );
+        println!(
+            "  process start -> guest marker : median {qm:8.1} ms   dragonball/QEMU {:.2}",
+            dm / qm
+        );
+        println!(
+            "  process start -> VMM exit     : median {qe:8.1} ms   dragonball/QEMU {:.2}",
+            de / qe
+        );
+        println!(
+            "  QEMU RSS excluding guest memory: {} KiB (total {} KiB, guest RAM {} KiB)",
+            q_total - q_guest,
+            q_total,
+            q_guest
+        );
+    }
     Ok(())
 }

@@ -142,9 +142,9 @@ impl Irqchip {
     }
 }
 
-/// Guest RAM base address.
-pub fn memory_base() -> u64 {
-    layout::DRAM_BASE
+/// Guest RAM ranges (address, size) for `mem_size` bytes: one range at the DRAM base.
+pub fn memory_ranges(mem_size: u64) -> Vec<(u64, u64)> {
+    vec![(layout::DRAM_BASE, mem_size)]
 }
 
 /// Window and interrupt of virtio-mmio slot `index`.

@@ -1,11 +1,13 @@
-//! x86_64 machine: RAM from 0 (below the 3 GiB MMIO hole), an ELF `vmlinux` booted
-//! through its PVH entry (32-bit protected mode, `hvm_start_info` in ebx, the initrd as
-//! the first module), an MP table for the vCPUs and the IOAPIC, the in-kernel
-//! PIC/IOAPIC and PIT, COM1 on port 0x3f8 (IRQ 4),
-//! virtio-mmio devices announced with `virtio_mmio.device=` on the command line. A guest
-//! reboot or triple fault (`reboot=t`) ends the VM.
+//! x86_64 machine: RAM from 0 up to the 3 GiB MMIO hole and on from 4 GiB; an ELF
+//! `vmlinux` booted through its PVH entry (`hvm_start_info` in ebx, the initrd as the
+//! first module) or a bzImage through the Linux 32-bit boot protocol (zero page in esi,
+//! e820 map); an MP table for the vCPUs and the IOAPIC, the in-kernel PIC/IOAPIC and
+//! PIT, COM1 on port 0x3f8 (IRQ 4), the i8042 reset line, virtio-mmio devices announced
+//! with `virtio_mmio.device=` on the command line. A guest reboot (i8042 reset or triple
+//! fault) ends the VM.
 
-use std::fs::File;
+mod kernel;
+
 use std::sync::Arc;
 
 use dbs_arch::x86_64 as cpu;
@@ -13,10 +15,9 @@ use dbs_boot::x86_64::{layout, mptable, pvh};
 use dbs_device::device_manager::IoManager;
 use dbs_interrupt::KvmIrqLine;
 use dbs_legacy_devices::SerialDevice;
+use dbs_legacy_devices::i8042::{I8042_PORT, I8042_PORT_COUNT, I8042Device};
 use kvm_bindings::{KVM_PIT_SPEAKER_DUMMY, kvm_pit_config};
 use kvm_ioctls::{VcpuExit, VcpuFd};
-use linux_loader::loader::KernelLoader;
-use linux_loader::loader::elf::{Elf, PvhBootCapability};
 use vm_memory::{Bytes, GuestAddress};
 
 use crate::device_manager::MmioSlot;
@@ -26,7 +27,7 @@ use crate::vm::{Machine, MachineInputs, StartError};
 /// Lowest guest RAM a VM may have, in MiB.
 pub const MIN_MEM_MIB: usize = 32;
 /// Command line used when the boot source has none.
-pub const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=t panic=1 pci=off";
+pub const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=1 pci=off";
 
 /// Per-vCPU state for exits handled in userspace (none on x86_64).
 pub struct VcpuState;
@@ -34,9 +35,10 @@ pub struct VcpuState;
 /// Per-VM arch state that must live as long as the VM.
 pub struct ArchVm;
 
-/// Guest RAM base address.
-pub fn memory_base() -> u64 {
-    0
+/// Guest RAM ranges (address, size) for `mem_size` bytes: from 0 up to the MMIO hole at
+/// 3 GiB, and whatever remains from 4 GiB up.
+pub fn memory_ranges(mem_size: u64) -> Vec<(u64, u64)> {
+    layout::ram_ranges(mem_size)
 }
 
 fn virtio_slot(index: u32) -> Option<MmioSlot> {
@@ -55,12 +57,6 @@ fn kvm_err(step: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> StartError {
 pub fn create_machine(mut inputs: MachineInputs<'_>) -> Result<Machine, StartError> {
     let nr = inputs.config.vcpu_count;
     let mem_size = (inputs.config.mem_size_mib as u64) << 20;
-    if mem_size > layout::MMIO_HOLE_START {
-        return Err(StartError::Unsupported(format!(
-            "x86_64 guests can have at most {} MiB of RAM for now",
-            layout::MMIO_HOLE_START >> 20
-        )));
-    }
     let vm = inputs.vm_fd;
     vm.set_tss_address(layout::KVM_TSS_ADDR)
         .map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
@@ -83,6 +79,16 @@ pub fn create_machine(mut inputs: MachineInputs<'_>) -> Result<Machine, StartErr
     devices
         .register_pio("serial", serial, layout::SERIAL_PORT, 8)
         .map_err(|e| StartError::Devices(e.to_string()))?;
+    let exit = inputs.exit.clone();
+    let i8042 = Arc::new(I8042Device::new(Arc::new(move || {
+        exit.report(ExitInfo {
+            code: 0,
+            reason: "guest reset (i8042 reset command)".into(),
+        })
+    })));
+    devices
+        .register_pio("i8042", i8042, I8042_PORT, I8042_PORT_COUNT)
+        .map_err(|e| StartError::Devices(e.to_string()))?;
     let mut cmdline = inputs
         .boot
         .boot_args
@@ -104,44 +110,27 @@ pub fn create_machine(mut inputs: MachineInputs<'_>) -> Result<Machine, StartErr
         ));
     }
 
-    // Kernel: ELF vmlinux with a PVH entry note.
     let kernel_path = &inputs.boot.kernel_path;
     let kernel_err = |reason: String| StartError::Kernel {
         path: kernel_path.clone(),
         reason,
     };
-    let mut kernel = File::open(kernel_path).map_err(|e| kernel_err(e.to_string()))?;
-    let loaded = Elf::load(
-        inputs.memory.as_ref(),
-        None,
-        &mut kernel,
-        Some(GuestAddress(layout::HIMEM_START)),
-    )
-    .map_err(|e| kernel_err(format!("loading the ELF vmlinux: {e}")))?;
-    let entry = match loaded.pvh_boot_cap {
-        PvhBootCapability::PvhEntryPresent(addr) => addr.0,
-        _ => {
-            return Err(kernel_err(
-                "no PVH entry point (build the kernel with CONFIG_PVH=y)".into(),
-            ));
-        }
-    };
-    let kernel_end = loaded.kernel_end;
-
+    let kernel = kernel::load(inputs.memory, kernel_path).map_err(kernel_err)?;
     let initrd = match &inputs.boot.initrd_path {
         None => None,
         Some(path) => Some(crate::vm::load_initrd(
             inputs.memory,
             path,
-            mem_size,
-            kernel_end,
+            kernel.initrd_limit(mem_size),
+            kernel.end,
         )?),
     };
-    if cmdline.len() + 1 > layout::CMDLINE_MAX {
-        return Err(StartError::Kernel {
-            path: kernel_path.clone(),
-            reason: "the command line is too long".into(),
-        });
+    if cmdline.len() > kernel.cmdline_max() {
+        return Err(kernel_err(format!(
+            "the command line is {} bytes; this kernel takes at most {}",
+            cmdline.len(),
+            kernel.cmdline_max()
+        )));
     }
     let write = |bytes: &[u8], addr: u64, what: &str| {
         inputs
@@ -149,14 +138,36 @@ pub fn create_machine(mut inputs: MachineInputs<'_>) -> Result<Machine, StartErr
             .write_slice(bytes, GuestAddress(addr))
             .map_err(|e| StartError::Fdt(format!("writing {what}: {e}")))
     };
+    let cmdline_len = cmdline.len();
     let mut cmd_bytes = cmdline.into_bytes();
     cmd_bytes.push(0);
     write(&cmd_bytes, layout::CMDLINE_ADDR, "the command line")?;
-    let blobs = pvh::build(mem_size, initrd);
-    write(&blobs.start_info, layout::START_INFO_ADDR, "hvm_start_info")?;
-    write(&blobs.modlist, layout::MODLIST_ADDR, "the module list")?;
-    write(&blobs.memmap, layout::MEMMAP_ADDR, "the memory map")?;
-    let gdt: Vec<u8> = cpu::pvh_gdt()
+    let (entry, boot_info) = match &kernel.entry {
+        kernel::Entry::Pvh { addr } => {
+            let blobs = pvh::build(mem_size, initrd);
+            write(&blobs.start_info, layout::START_INFO_ADDR, "hvm_start_info")?;
+            write(&blobs.modlist, layout::MODLIST_ADDR, "the module list")?;
+            write(&blobs.memmap, layout::MEMMAP_ADDR, "the memory map")?;
+            let regs = cpu::BootInfoRegs {
+                ebx: layout::START_INFO_ADDR,
+                esi: 0,
+            };
+            (*addr, regs)
+        }
+        kernel::Entry::BzImage { addr, header } => {
+            let params = kernel::zero_page(header, cmdline_len, initrd, mem_size);
+            inputs
+                .memory
+                .write_obj(params, GuestAddress(layout::ZERO_PAGE_ADDR))
+                .map_err(|e| StartError::Fdt(format!("writing the zero page: {e}")))?;
+            let regs = cpu::BootInfoRegs {
+                ebx: 0,
+                esi: layout::ZERO_PAGE_ADDR,
+            };
+            (*addr, regs)
+        }
+    };
+    let gdt: Vec<u8> = cpu::boot_gdt()
         .iter()
         .flat_map(|d| d.to_le_bytes())
         .collect();
@@ -175,11 +186,11 @@ pub fn create_machine(mut inputs: MachineInputs<'_>) -> Result<Machine, StartErr
         setup(cpu::setup_fpu(&fd))?;
         setup(cpu::setup_lapic(&fd))?;
         if id == 0 {
-            setup(cpu::setup_pvh_boot_regs(
+            setup(cpu::setup_boot32_regs(
                 &fd,
                 entry,
-                layout::START_INFO_ADDR,
                 layout::GDT_ADDR,
+                boot_info,
             ))?;
         }
         vcpus.push(VcpuSpec {

@@ -372,6 +372,10 @@ fn ctr_runs_containers_in_microvms_and_leaves_nothing_behind() {
     detached_lifecycle(ctrd);
     assert_nothing_left("bg");
 
+    // A memory limit: the hog is OOM-killed and containerd publishes /tasks/oom.
+    oom_event(ctrd);
+    assert_nothing_left("oom");
+
     // Five containers in parallel.
     let handles: Vec<_> = (0..5)
         .map(|i| {
@@ -475,6 +479,40 @@ fn detached_lifecycle(ctrd: &Containerd) {
         "ps: {}",
         text(&out.stderr)
     );
+    // Update reaches the guest cgroup and Stats reports it (ctr's cgroups v1 table).
+    let out = ctrd.ctr(&["task", "update", "--memory-limit", "67108864", "bg"]);
+    assert!(out.status.success(), "update: {}", text(&out.stderr));
+    let out = ctrd.ctr(&["task", "metrics", "bg"]);
+    let metrics = text(&out.stdout);
+    let value = |name: &str| {
+        metrics.lines().find_map(|l| {
+            let mut f = l.split_whitespace();
+            (f.next() == Some(name)).then(|| f.next().unwrap_or("").to_string())
+        })
+    };
+    assert_eq!(
+        value("memory.limit_in_bytes").as_deref(),
+        Some("67108864"),
+        "metrics: {metrics} {}",
+        text(&out.stderr)
+    );
+    let usage: u64 = value("memory.usage_in_bytes")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(usage > 0, "memory usage in {metrics}");
+    // Pause and resume.
+    for (verb, status) in [("pause", "PAUSED"), ("resume", "RUNNING")] {
+        let out = ctrd.ctr(&["task", verb, "bg"]);
+        assert!(out.status.success(), "{verb}: {}", text(&out.stderr));
+        let out = ctrd.ctr(&["task", "ls"]);
+        assert!(
+            text(&out.stdout)
+                .lines()
+                .any(|l| l.starts_with("bg") && l.contains(status)),
+            "after {verb}: {}",
+            text(&out.stdout)
+        );
+    }
     let out = ctrd.ctr(&["task", "kill", "-s", "TERM", "bg"]);
     assert!(out.status.success(), "kill: {}", text(&out.stderr));
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -497,6 +535,52 @@ fn detached_lifecycle(ctrd: &Containerd) {
     assert!(out.status.success(), "task rm: {}", text(&out.stderr));
     let out = ctrd.ctr(&["containers", "rm", "bg"]);
     assert!(out.status.success(), "containers rm: {}", text(&out.stderr));
+}
+
+fn oom_event(ctrd: &Containerd) {
+    let mut events = ctrd
+        .command(&["events"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ctr events");
+    let out = ctrd.run(
+        "oom",
+        &["--memory-limit", "33554432"],
+        &["sh", "-c", "exec awk 'BEGIN { s = \"x\"; while (1) s = s s }'"],
+    );
+    assert_eq!(out.status.code(), Some(137), "stderr: {}", text(&out.stderr));
+    // Events reach `ctr events` asynchronously: wait for the oom one.
+    let (lines, received) = std::sync::mpsc::channel();
+    let stdout = events.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    let found = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match received.recv_timeout(left) {
+            Ok(line) => {
+                let hit = line.contains("/tasks/oom") && line.contains("\"oom\"");
+                seen.push(line);
+                if hit {
+                    break true;
+                }
+            }
+            Err(_) => break false,
+        }
+    };
+    let _ = events.kill();
+    let _ = events.wait();
+    let _ = reader.join();
+    assert!(found, "no /tasks/oom for oom within 30 s; events:\n{}", seen.join("\n"));
 }
 
 fn bad_input(ctrd: &Containerd) {

@@ -31,28 +31,36 @@ pub enum MemoryError {
     },
 }
 
-/// Allocates `size` bytes of RAM at `base` and registers it with `vm`.
-pub fn create(vm: &VmFd, base: u64, size: u64) -> Result<GuestMemory, MemoryError> {
+/// Allocates RAM for `ranges` (guest address, size in bytes) and registers each range
+/// with `vm` as its own slot. All ranges share one memfd, at consecutive offsets.
+pub fn create(vm: &VmFd, ranges: &[(u64, u64)]) -> Result<GuestMemory, MemoryError> {
+    let total: u64 = ranges.iter().map(|&(_, size)| size).sum();
     let alloc_err = |reason: String| MemoryError::Allocate {
-        size_mib: (size >> 20) as usize,
+        size_mib: (total >> 20) as usize,
         reason,
     };
     // A memfd, mapped shared: vhost-user backends (virtiofsd) map the same pages.
-    let file = memfd(size).map_err(|e| alloc_err(format!("memfd: {e}")))?;
-    let mem = GuestMemoryMmap::<()>::from_ranges_with_files([(
-        GuestAddress(base),
-        size as usize,
-        Some(FileOffset::new(file, 0)),
-    )])
-    .map_err(|e| alloc_err(e.to_string()))?;
+    let file = memfd(total).map_err(|e| alloc_err(format!("memfd: {e}")))?;
+    let mut offset = 0;
+    let mut mapped = Vec::with_capacity(ranges.len());
+    for &(base, size) in ranges {
+        let file = file
+            .try_clone()
+            .map_err(|e| alloc_err(format!("memfd: {e}")))?;
+        mapped.push((
+            GuestAddress(base),
+            size as usize,
+            Some(FileOffset::new(file, offset)),
+        ));
+        offset += size;
+    }
+    let mem = GuestMemoryMmap::<()>::from_ranges_with_files(mapped)
+        .map_err(|e| alloc_err(e.to_string()))?;
     for (slot, region) in mem.iter().enumerate() {
         let slot = slot as u32;
         let host = region
             .get_host_address(vm_memory::MemoryRegionAddress(0))
-            .map_err(|e| MemoryError::Allocate {
-                size_mib: (size >> 20) as usize,
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| alloc_err(e.to_string()))?;
         let kvm_region = kvm_userspace_memory_region {
             slot,
             flags: 0,

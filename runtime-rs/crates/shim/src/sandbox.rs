@@ -95,7 +95,7 @@ pub struct Sandbox {
 
 fn cmdline(config: &Config) -> String {
     let reboot = if cfg!(target_arch = "x86_64") {
-        " reboot=t"
+        " reboot=k"
     } else {
         ""
     };

@@ -1,5 +1,6 @@
-//! x86_64 vCPU setup for a PVH boot: CPUID (with the APIC id), MSRs, FPU, LAPIC wiring,
-//! and the 32-bit protected-mode register state the PVH entry expects.
+//! x86_64 vCPU setup: CPUID (with the APIC id), MSRs, FPU, LAPIC wiring,
+//! and the 32-bit protected-mode register state the PVH entry and the Linux 32-bit boot
+//! protocol expect.
 
 use kvm_bindings::{
     CpuId, KVM_MAX_CPUID_ENTRIES, Msrs, kvm_fpu, kvm_msr_entry, kvm_regs, kvm_segment,
@@ -89,14 +90,25 @@ pub fn setup_lapic(vcpu: &VcpuFd) -> Result<(), SetupError> {
     vcpu.set_lapic(&lapic).map_err(step("KVM_SET_LAPIC"))
 }
 
-/// A flat GDT for the PVH entry: null, 32-bit code (0x08), 32-bit data (0x10), TSS (0x18).
-pub fn pvh_gdt() -> [u64; 4] {
+/// A flat GDT for both 32-bit entries (PVH and the Linux 32-bit boot protocol, which
+/// wants code at 0x10 and data at 0x18): null, unused, code, data, TSS (0x20).
+pub fn boot_gdt() -> [u64; 5] {
     [
+        0,
         0,
         0x00cf_9b00_0000_ffff,
         0x00cf_9300_0000_ffff,
         0x0000_8b00_0000_0067,
     ]
+}
+
+/// General registers a 32-bit entry passes its boot information in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BootInfoRegs {
+    /// PVH: the `hvm_start_info` address.
+    pub ebx: u64,
+    /// Linux boot protocol: the zero page (`boot_params`) address.
+    pub esi: u64,
 }
 
 fn segment(selector: u16, type_: u8, s: u8, db: u8, g: u8, limit: u32) -> kvm_segment {
@@ -117,25 +129,26 @@ fn segment(selector: u16, type_: u8, s: u8, db: u8, g: u8, limit: u32) -> kvm_se
     }
 }
 
-/// 32-bit protected mode, no paging, flat segments; eip = PVH entry, ebx = start_info.
-pub fn setup_pvh_boot_regs(
+/// 32-bit protected mode, no paging, interrupts off, flat segments from [`boot_gdt`];
+/// eip = `entry`, boot information in ebx/esi.
+pub fn setup_boot32_regs(
     vcpu: &VcpuFd,
     entry: u64,
-    start_info: u64,
     gdt_addr: u64,
+    info: BootInfoRegs,
 ) -> Result<(), SetupError> {
     let mut sregs = vcpu.get_sregs().map_err(step("KVM_GET_SREGS"))?;
-    let code = segment(0x08, 0xb, 1, 1, 1, 0xffff_ffff);
-    let data = segment(0x10, 0x3, 1, 1, 1, 0xffff_ffff);
+    let code = segment(0x10, 0xb, 1, 1, 1, 0xffff_ffff);
+    let data = segment(0x18, 0x3, 1, 1, 1, 0xffff_ffff);
     sregs.cs = code;
     sregs.ds = data;
     sregs.es = data;
     sregs.fs = data;
     sregs.gs = data;
     sregs.ss = data;
-    sregs.tr = segment(0x18, 0xb, 0, 0, 0, 0x67);
+    sregs.tr = segment(0x20, 0xb, 0, 0, 0, 0x67);
     sregs.gdt.base = gdt_addr;
-    sregs.gdt.limit = (std::mem::size_of::<[u64; 4]>() - 1) as u16;
+    sregs.gdt.limit = (std::mem::size_of_val(&boot_gdt()) - 1) as u16;
     sregs.cr0 = 0x1 | 0x10; // PE | ET
     sregs.cr4 = 0;
     sregs.efer = 0;
@@ -143,7 +156,8 @@ pub fn setup_pvh_boot_regs(
     let regs = kvm_regs {
         rflags: 0x2,
         rip: entry,
-        rbx: start_info,
+        rbx: info.ebx,
+        rsi: info.esi,
         ..Default::default()
     };
     vcpu.set_regs(&regs).map_err(step("KVM_SET_REGS"))

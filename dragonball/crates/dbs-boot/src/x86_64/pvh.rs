@@ -20,12 +20,9 @@ pub struct PvhBlobs {
 
 /// Builds the PVH blobs for `mem_size` bytes of RAM at 0 and an optional initrd.
 pub fn build(mem_size: u64, initrd: Option<(u64, u64)>) -> PvhBlobs {
-    let ram = [
-        (0u64, layout::LOW_RAM_END),
-        (layout::HIMEM_START, mem_size - layout::HIMEM_START),
-    ];
+    let ram = layout::e820_ram(mem_size);
     let mut memmap = Vec::new();
-    for (addr, size) in ram {
+    for &(addr, size) in &ram {
         memmap.extend_from_slice(&addr.to_le_bytes());
         memmap.extend_from_slice(&size.to_le_bytes());
         memmap.extend_from_slice(&E820_RAM.to_le_bytes());
@@ -77,5 +74,13 @@ mod tests {
             (256 << 20) - 0x10_0000
         );
         assert!(build(64 << 20, None).modlist.is_empty());
+        // Above 3 GiB, a third range starts at 4 GiB.
+        let big = build(5 << 30, None);
+        assert_eq!(big.memmap.len(), 72);
+        assert_eq!(u32::from_le_bytes(big.start_info[48..52].try_into().unwrap()), 3);
+        assert_eq!(
+            u64::from_le_bytes(big.memmap[48..56].try_into().unwrap()),
+            4 << 30
+        );
     }
 }
