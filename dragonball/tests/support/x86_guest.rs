@@ -152,7 +152,10 @@ impl Program {
 
     /// The finished ELF: one loaded segment and the PVH entry note.
     pub fn image(&self) -> Vec<u8> {
-        assert!(self.code.len() <= DATA_OFFSET, "guest code overlaps its data");
+        assert!(
+            self.code.len() <= DATA_OFFSET,
+            "guest code overlaps its data"
+        );
         let mut segment = self.code.clone();
         segment.resize(DATA_OFFSET, 0);
         segment.extend_from_slice(&self.data);
@@ -181,7 +184,13 @@ impl Program {
         for half in [EHDR as u16, PHDR as u16, 2, 0, 0, 0] {
             elf.extend_from_slice(&half.to_le_bytes());
         }
-        let phdr = |elf: &mut Vec<u8>, kind: u32, flags: u32, offset: usize, addr: u64, size: usize, align: u64| {
+        let phdr = |elf: &mut Vec<u8>,
+                    kind: u32,
+                    flags: u32,
+                    offset: usize,
+                    addr: u64,
+                    size: usize,
+                    align: u64| {
             elf.extend_from_slice(&kind.to_le_bytes());
             elf.extend_from_slice(&flags.to_le_bytes());
             elf.extend_from_slice(&(offset as u64).to_le_bytes());
@@ -191,7 +200,15 @@ impl Program {
             elf.extend_from_slice(&(size as u64).to_le_bytes()); // p_memsz
             elf.extend_from_slice(&align.to_le_bytes());
         };
-        phdr(&mut elf, 1, 7, SEGMENT_OFFSET, Self::LOAD_ADDR, segment.len(), 0x1000); // PT_LOAD
+        phdr(
+            &mut elf,
+            1,
+            7,
+            SEGMENT_OFFSET,
+            Self::LOAD_ADDR,
+            segment.len(),
+            0x1000,
+        ); // PT_LOAD
         phdr(&mut elf, 4, 4, note_offset, 0, note.len(), 4); // PT_NOTE
         elf.extend_from_slice(&note);
         elf.resize(SEGMENT_OFFSET, 0);

@@ -548,15 +548,27 @@ fn oom_event(ctrd: &Containerd) {
     let out = ctrd.run(
         "oom",
         &["--memory-limit", "33554432"],
-        &["sh", "-c", "exec awk 'BEGIN { s = \"x\"; while (1) s = s s }'"],
+        &[
+            "sh",
+            "-c",
+            "exec awk 'BEGIN { s = \"x\"; while (1) s = s s }'",
+        ],
     );
-    assert_eq!(out.status.code(), Some(137), "stderr: {}", text(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(137),
+        "stderr: {}",
+        text(&out.stderr)
+    );
     // Events reach `ctr events` asynchronously: wait for the oom one.
     let (lines, received) = std::sync::mpsc::channel();
     let stdout = events.stdout.take().unwrap();
     let reader = std::thread::spawn(move || {
         use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
             if lines.send(line).is_err() {
                 break;
             }
@@ -580,7 +592,11 @@ fn oom_event(ctrd: &Containerd) {
     let _ = events.kill();
     let _ = events.wait();
     let _ = reader.join();
-    assert!(found, "no /tasks/oom for oom within 30 s; events:\n{}", seen.join("\n"));
+    assert!(
+        found,
+        "no /tasks/oom for oom within 30 s; events:\n{}",
+        seen.join("\n")
+    );
 }
 
 fn bad_input(ctrd: &Containerd) {

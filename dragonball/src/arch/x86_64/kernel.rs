@@ -62,9 +62,7 @@ impl LoadedKernel {
         let ram_end = layout::low_ram_end(mem_size);
         match &self.entry {
             Entry::Pvh { .. } => ram_end,
-            Entry::BzImage { header, .. } => {
-                ram_end.min(u64::from(header.initrd_addr_max) + 1)
-            }
+            Entry::BzImage { header, .. } => ram_end.min(u64::from(header.initrd_addr_max) + 1),
         }
     }
 }

@@ -88,10 +88,7 @@ mod tests {
     fn ram_skips_the_mmio_hole() {
         assert_eq!(ram_ranges(256 << 20), vec![(0, 256 << 20)]);
         assert_eq!(ram_ranges(3 << 30), vec![(0, 3 << 30)]);
-        assert_eq!(
-            ram_ranges(5 << 30),
-            vec![(0, 3 << 30), (4 << 30, 2 << 30)]
-        );
+        assert_eq!(ram_ranges(5 << 30), vec![(0, 3 << 30), (4 << 30, 2 << 30)]);
         assert_eq!(low_ram_end(5 << 30), 3 << 30);
         assert_eq!(
             e820_ram(5 << 30),
@@ -103,6 +100,8 @@ mod tests {
         );
         assert_eq!(e820_ram(64 << 20).len(), 2);
         assert!(VIRTIO_MMIO_BASE >= MMIO_HOLE_START);
-        assert!(VIRTIO_MMIO_BASE + VIRTIO_MMIO_SIZE * u64::from(VIRTIO_MMIO_SLOTS) <= MMIO_HOLE_END);
+        assert!(
+            VIRTIO_MMIO_BASE + VIRTIO_MMIO_SIZE * u64::from(VIRTIO_MMIO_SLOTS) <= MMIO_HOLE_END
+        );
     }
 }

@@ -77,7 +77,10 @@ mod tests {
         // Above 3 GiB, a third range starts at 4 GiB.
         let big = build(5 << 30, None);
         assert_eq!(big.memmap.len(), 72);
-        assert_eq!(u32::from_le_bytes(big.start_info[48..52].try_into().unwrap()), 3);
+        assert_eq!(
+            u32::from_le_bytes(big.start_info[48..52].try_into().unwrap()),
+            3
+        );
         assert_eq!(
             u64::from_le_bytes(big.memmap[48..56].try_into().unwrap()),
             4 << 30
