@@ -23,7 +23,7 @@ $(error ARCH=$(ARCH) is not supported: use riscv64 or x86_64)
 endif
 
 .PHONY: help setup build host static kernel busybox initrd pause images kvm-artifacts kvm-host \
-        vm-tests vm-suite bench bench-bins virtiofsd containerd e2e-tests e2e install run \
+        vm-tests vm-suite bench bench-bins virtiofsd containerd runc e2e-tests e2e install run \
         lint test test-riscv64 clean
 
 help:
@@ -106,7 +106,12 @@ kvm-artifacts: kernel static virtiofsd
 # x86_64 uses the installed Debian package (the x86_64 test host runs on this machine's /).
 containerd:
 	if [[ $(ARCH) == riscv64 ]]; then dir=$$(scripts/containerd-riscv64.sh); \
-	  for b in containerd ctr; do ln -sfn $$dir/$$b $(OUT)/riscv64/$$b; done; fi
+	  for b in containerd ctr containerd-shim-runc-v2; do ln -sfn $$dir/$$b $(OUT)/riscv64/$$b; done; fi
+
+# runc for the riscv64 test host (the ctr bench's baseline): cross-built from Debian's source
+# (cgo, static, cached); x86_64 uses the installed Debian package.
+runc:
+	if [[ $(ARCH) == riscv64 ]]; then ln -sfn $$(scripts/runc-riscv64.sh) $(OUT)/riscv64/runc; fi
 
 # Test executables of the crates that run inside a KVM test host, built for ARCH.
 VM_TEST_PKGS := -p dragonball -p dbs-address-space -p dbs-arch -p dbs-boot -p dbs-interrupt -p dbs-legacy-devices \
@@ -172,7 +177,7 @@ bench-bins: kvm-artifacts initrd
 	cp -f $(TARGET_DIR)/$(static_target_$(ARCH))/release/{boot-bench,fs-bench} $(OUT)/$(ARCH)/
 
 bench:
-	for a in $(ARCHES); do $(MAKE) --no-print-directory bench-bins containerd ARCH=$$a; done
+	for a in $(ARCHES); do $(MAKE) --no-print-directory bench-bins containerd runc ARCH=$$a; done
 	$(MAKE) --no-print-directory images
 	$(CARGO) build --release -p kvm-host --bin kvm-host
 	bench/$(BENCH).sh

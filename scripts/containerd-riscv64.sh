@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Cross-builds static riscv64 `containerd` and `ctr` from Debian bookworm's own containerd
+# Cross-builds static riscv64 `containerd`, `ctr` and `containerd-shim-runc-v2` (for the
+# runc baseline of the ctr bench) from Debian bookworm's own containerd
 # source package with Debian's Go libraries (GOPATH mode, CGO_ENABLED=0, no module proxy),
 # for the riscv64 KVM test host. Cached by the source version and this script. Prints the
-# directory holding both binaries on the last line.
+# directory holding the binaries on the last line.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -16,7 +17,7 @@ if [[ -z "$version" ]]; then
 fi
 key="$( { echo "$version"; cat "$here/containerd-riscv64.sh"; } | sha256sum | cut -c1-16)"
 dest="$cache/containerd/riscv64-$key"
-if [[ -x "$dest/containerd" && -x "$dest/ctr" ]]; then
+if [[ -x "$dest/containerd" && -x "$dest/ctr" && -x "$dest/containerd-shim-runc-v2" ]]; then
   echo "containerd riscv64: cached" >&2
   echo "$dest"
   exit 0
@@ -45,7 +46,7 @@ tags="no_btrfs no_devmapper no_zfs no_aufs osusergo netgo static_build"
 ldflags="-s -w -X $pkg/version.Version=$upstream -X $pkg/version.Revision=$version -X $pkg/version.Package=$pkg -buildid="
 mkdir -p "$dest.tmp"
 (cd "_build/src/$pkg" && go build -trimpath -p "${KATA_RV_JOBS:-2}" -tags "$tags" -ldflags "$ldflags" \
-   -o "$dest.tmp/" ./cmd/containerd ./cmd/ctr)
+   -o "$dest.tmp/" ./cmd/containerd ./cmd/ctr ./cmd/containerd-shim-runc-v2)
 rm -rf "$dest" && mv "$dest.tmp" "$dest"
 rm -rf "$work"
 echo "$dest"

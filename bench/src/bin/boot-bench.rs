@@ -202,9 +202,10 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-/// RSS (KiB) of `pid`, and the RSS of the mapping holding the guest RAM: the one at
-/// least as large as guest memory (the kernel may merge a small neighbour into it, so
-/// the VMM's own figure errs low by at most that neighbour).
+/// RSS (KiB) of `pid`, and the RSS of the mapping holding the guest RAM: of the mappings
+/// at least as large as guest memory, the one with the most resident pages (the kernel
+/// may merge an anonymous neighbour into QEMU's, so the VMM's own figure errs low by at
+/// most that neighbour).
 fn rss_split(pid: u32, mem_mib: u64) -> Result<(u64, u64)> {
     let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps"))?;
     let (mut total, mut guest) = (0u64, 0u64);
@@ -216,8 +217,8 @@ fn rss_split(pid: u32, mem_mib: u64) -> Result<(u64, u64)> {
             (Some("Rss:"), Some(v)) => {
                 let rss: u64 = v.parse().unwrap_or(0);
                 total += rss;
-                if size_kib >= mem_mib * 1024 && size_kib < (mem_mib + 8) * 1024 {
-                    guest += rss;
+                if size_kib >= mem_mib * 1024 {
+                    guest = guest.max(rss);
                 }
             }
             _ => {}

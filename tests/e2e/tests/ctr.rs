@@ -236,10 +236,11 @@ fn ctr_runs_containers_in_microvms_and_leaves_nothing_behind() {
     assert!(out.status.success());
     assert_nothing_left("hello");
 
-    // The external virtiofsd backend (shared_fs = "virtio-fs"): it goes with the sandbox.
+    // The external virtiofsd backend (shared_fs = "virtio-fs"), with virtiofsd's default
+    // sandbox (its own mount/pid/net namespaces, seccomp): it goes with the sandbox.
     let virtiofsd = artifacts::out_dir(arch()).join("virtiofsd");
     let extra = format!(
-        "shared_fs = \"virtio-fs\"\nvirtio_fs_daemon = \"{}\"\nvirtio_fs_extra_args = [\"--sandbox=none\", \"--seccomp=none\"]",
+        "shared_fs = \"virtio-fs\"\nvirtio_fs_daemon = \"{}\"",
         virtiofsd.display()
     );
     let config = kata_config(&ctrd.dir, "virtiofsd", &artifacts::kernel(arch()), &extra);

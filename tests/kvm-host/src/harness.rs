@@ -416,7 +416,10 @@ fn qemu_command(inv: &Invocation, l1: &artifacts::L1Artifacts, initrd: &Path) ->
         }
         Arch::X86_64 => {
             cmd = Command::new("qemu-system-x86_64");
-            let mut append = String::from("console=ttyS0 reboot=t panic=-1 quiet");
+            // A periodic tick (no high-res timers, no NOHZ): under TCG with nested SVM an
+            // L1 has been seen to lose a one-shot LAPIC timer interrupt and then never
+            // wake again (the whole test host stalled); a periodic tick survives a lost one.
+            let mut append = String::from("console=ttyS0 reboot=t panic=-1 quiet highres=off nohz=off");
             if let Some(khz) = host_tsc_khz() {
                 append += &format!(" tsc_early_khz={khz}");
             }

@@ -1,7 +1,14 @@
 //! The i8042 keyboard controller, only as far as a guest uses it to reset the machine:
 //! writing 0xfe (pulse the reset line) to the command port, which Linux does for
 //! `reboot=k` and on its default reboot path. Ports 0x60 (data) and 0x64 (command,
-//! status); every read is 0 (no data, input buffer empty).
+//! status).
+//!
+//! There is no keyboard behind it. The status register always reads "output buffer full,
+//! input buffer empty" (data reads 0): Linux's i8042 driver then finds that the buffer
+//! never drains and reports no controller at once (as on a machine without one), while
+//! its reboot path, which only waits for an empty input buffer, sends the reset straight
+//! away. A status of 0 instead made the driver wait ~0.9 s of boot for a controller
+//! response that never comes.
 
 use std::sync::{Arc, Mutex};
 
@@ -12,6 +19,11 @@ use vm_superio::{I8042Device as Controller, Trigger};
 pub const I8042_PORT: u16 = 0x60;
 /// Ports the controller spans.
 pub const I8042_PORT_COUNT: u16 = 5;
+
+/// Offset of the status register (port 0x64 on reads).
+const STATUS_OFFSET: u16 = 4;
+/// Status: output buffer full (bit 0), input buffer empty (bit 1 clear).
+const STATUS_OUTPUT_FULL: u8 = 0x01;
 
 /// Called when the guest asks for a reset.
 pub type ResetHandler = Arc<dyn Fn() + Send + Sync>;
@@ -50,8 +62,12 @@ impl DeviceIo for I8042Device {
     fn pio_read(&self, _base: PioAddress, offset: PioAddress, data: &mut [u8]) {
         data.fill(0);
         if data.len() == 1 {
-            let mut controller = self.controller.lock().unwrap_or_else(|p| p.into_inner());
-            data[0] = controller.read(offset.raw_value() as u8);
+            data[0] = if offset.raw_value() == STATUS_OFFSET {
+                STATUS_OUTPUT_FULL
+            } else {
+                let mut controller = self.controller.lock().unwrap_or_else(|p| p.into_inner());
+                controller.read(offset.raw_value() as u8)
+            };
         }
     }
 
@@ -90,7 +106,8 @@ mod tests {
         assert_eq!(resets.load(Ordering::SeqCst), 0);
         let mut status = [0xaa];
         dev.pio_read(base, cmd, &mut status);
-        assert_eq!(status, [0], "input buffer empty: the guest may write");
+        assert_eq!(status[0] & 0x02, 0, "input buffer empty: the guest may write");
+        assert_eq!(status[0] & 0x01, 1, "a buffer that never drains: no controller");
         dev.pio_write(base, cmd, &[0xfe]);
         assert_eq!(resets.load(Ordering::SeqCst), 1);
     }
