@@ -7,6 +7,21 @@ use containerd_shim_protos::cgroups::metrics::{
 use kata_agent_protocols::agent::StatsContainerResponse;
 use protobuf::MessageField;
 
+/// The type URL containerd's typeurl registry knows cgroups v1 metrics by: the bare
+/// message name, as containerd's own shims send it (no `type.googleapis.com/` prefix,
+/// which `ctr task metrics` rejects as "not found").
+pub const METRICS_TYPE_URL: &str = "io.containerd.cgroups.v1.Metrics";
+
+/// Wraps metrics in the `Any` a Stats reply carries.
+pub fn to_any(metrics: &Metrics) -> protobuf::Result<protobuf::well_known_types::any::Any> {
+    use protobuf::Message;
+    Ok(protobuf::well_known_types::any::Any {
+        type_url: METRICS_TYPE_URL.into(),
+        value: metrics.write_to_bytes()?,
+        ..Default::default()
+    })
+}
+
 /// Converts an agent StatsContainer reply.
 pub fn from_agent(stats: &StatsContainerResponse) -> Metrics {
     let mut metrics = Metrics::new();
@@ -101,5 +116,19 @@ mod tests {
         );
         assert_eq!((metrics.pids.current, metrics.pids.limit), (2, 64));
         assert_eq!(from_agent(&StatsContainerResponse::new()), Metrics::new());
+    }
+
+    #[test]
+    fn metrics_travel_under_containerds_type_url() {
+        use protobuf::Message;
+        let mut metrics = Metrics::new();
+        metrics.pids = MessageField::some(PidsStat {
+            current: 3,
+            limit: 64,
+            ..Default::default()
+        });
+        let any = to_any(&metrics).unwrap();
+        assert_eq!(any.type_url, "io.containerd.cgroups.v1.Metrics");
+        assert_eq!(Metrics::parse_from_bytes(&any.value).unwrap(), metrics);
     }
 }

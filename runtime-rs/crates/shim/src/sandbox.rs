@@ -2,7 +2,7 @@
 //! virtiofsd (when `shared_fs = "virtio-fs"`), and the agent connection.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agent_client::{AgentClient, Endpoint, context};
@@ -109,20 +109,23 @@ fn cmdline(config: &Config) -> String {
     .join(" ")
 }
 
+/// Starts virtiofsd on the share and waits for its socket. Its stderr goes to the shim
+/// log; if it exits first, the error carries its last words.
 async fn start_virtiofsd(
     config: &Config,
     paths: &SandboxPaths,
+    log: &Logger,
 ) -> Result<tokio::process::Child, String> {
     let db = &config.hypervisor.dragonball;
     let socket = paths.virtiofsd_socket();
-    let child = tokio::process::Command::new(&db.virtio_fs_daemon)
+    let mut child = tokio::process::Command::new(&db.virtio_fs_daemon)
         .arg(format!("--socket-path={}", socket.display()))
         .arg(format!("--shared-dir={}", paths.share.display()))
         .arg(format!("--cache={}", db.virtio_fs_cache))
         .args(&db.virtio_fs_extra_args)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| {
@@ -131,9 +134,29 @@ async fn start_virtiofsd(
                 db.virtio_fs_daemon.display()
             )
         })?;
+    let last_line = Arc::new(Mutex::new(String::new()));
+    if let Some(stderr) = child.stderr.take() {
+        let (log, last_line) = (log.clone(), last_line.clone());
+        tokio::spawn(async move {
+            let mut lines = tokio::io::BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                slog::info!(log, "{}", line; "source" => "virtiofsd");
+                *last_line.lock().unwrap_or_else(|e| e.into_inner()) = line;
+            }
+        });
+    }
     for _ in 0..500 {
         if socket.exists() {
             return Ok(child);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            // Let the reader take the last of its output.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let said = last_line.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            return Err(format!(
+                "virtiofsd '{}' exited ({status}) before serving: {said}",
+                db.virtio_fs_daemon.display()
+            ));
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -182,7 +205,7 @@ impl Sandbox {
             std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         }
         let virtiofsd = match db.shared_fs {
-            SharedFs::VirtioFs => Some(start_virtiofsd(config, paths).await?),
+            SharedFs::VirtioFs => Some(start_virtiofsd(config, paths, log).await?),
             SharedFs::Inline => None,
         };
         let backend = match db.shared_fs {

@@ -897,8 +897,8 @@ impl Task for KataTask {
             .stats_container(context(sandbox.rpc_timeout), &request)
             .await
             .map_err(|e| error(ttrpc::Code::INTERNAL, format!("stats of {}: {e}", req.id)))?;
-        let metrics = crate::metrics::from_agent(&stats);
-        let any = Any::pack(&metrics).map_err(|e| error(ttrpc::Code::INTERNAL, e.to_string()))?;
+        let any = crate::metrics::to_any(&crate::metrics::from_agent(&stats))
+            .map_err(|e| error(ttrpc::Code::INTERNAL, e.to_string()))?;
         Ok(api::StatsResponse {
             stats: MessageField::some(any),
             ..Default::default()
