@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make bench BENCH=ctr: `ctr run --rm … true` with kata-rv against runc, and the host
 # overhead of an idle sandbox, inside each KVM test host (natively where KVM is real).
-# riscv64 has no runc here (it needs cgo + a cross-built libseccomp): figures are absolute.
+# runc: Debian's on x86_64; on riscv64 cross-built from Debian's source (make runc).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 runs="${RUNS:-10}"
