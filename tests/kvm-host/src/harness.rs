@@ -419,7 +419,8 @@ fn qemu_command(inv: &Invocation, l1: &artifacts::L1Artifacts, initrd: &Path) ->
             // A periodic tick (no high-res timers, no NOHZ): under TCG with nested SVM an
             // L1 has been seen to lose a one-shot LAPIC timer interrupt and then never
             // wake again (the whole test host stalled); a periodic tick survives a lost one.
-            let mut append = String::from("console=ttyS0 reboot=t panic=-1 quiet highres=off nohz=off");
+            let mut append =
+                String::from("console=ttyS0 reboot=t panic=-1 quiet highres=off nohz=off");
             if let Some(khz) = host_tsc_khz() {
                 append += &format!(" tsc_early_khz={khz}");
             }

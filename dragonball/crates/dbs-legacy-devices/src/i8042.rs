@@ -106,8 +106,16 @@ mod tests {
         assert_eq!(resets.load(Ordering::SeqCst), 0);
         let mut status = [0xaa];
         dev.pio_read(base, cmd, &mut status);
-        assert_eq!(status[0] & 0x02, 0, "input buffer empty: the guest may write");
-        assert_eq!(status[0] & 0x01, 1, "a buffer that never drains: no controller");
+        assert_eq!(
+            status[0] & 0x02,
+            0,
+            "input buffer empty: the guest may write"
+        );
+        assert_eq!(
+            status[0] & 0x01,
+            1,
+            "a buffer that never drains: no controller"
+        );
         dev.pio_write(base, cmd, &[0xfe]);
         assert_eq!(resets.load(Ordering::SeqCst), 1);
     }
