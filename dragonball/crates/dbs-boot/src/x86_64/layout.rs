@@ -50,6 +50,12 @@ pub const SERIAL_IRQ: u32 = 4;
 /// KVM's TSS (needed on Intel; harmless elsewhere), just below 4 GiB.
 pub const KVM_TSS_ADDR: usize = 0xfffb_d000;
 
+// The virtio-mmio slots lie inside the MMIO hole.
+const _: () = assert!(
+    VIRTIO_MMIO_BASE >= MMIO_HOLE_START
+        && VIRTIO_MMIO_BASE + VIRTIO_MMIO_SIZE * VIRTIO_MMIO_SLOTS as u64 <= MMIO_HOLE_END
+);
+
 /// Guest RAM ranges (address, size) for `mem_size` bytes, split around the MMIO hole.
 pub fn ram_ranges(mem_size: u64) -> Vec<(u64, u64)> {
     if mem_size <= MMIO_HOLE_START {
@@ -99,9 +105,5 @@ mod tests {
             ]
         );
         assert_eq!(e820_ram(64 << 20).len(), 2);
-        assert!(VIRTIO_MMIO_BASE >= MMIO_HOLE_START);
-        assert!(
-            VIRTIO_MMIO_BASE + VIRTIO_MMIO_SIZE * u64::from(VIRTIO_MMIO_SLOTS) <= MMIO_HOLE_END
-        );
     }
 }
