@@ -45,10 +45,14 @@ fn shim() -> PathBuf {
     artifacts::out_dir(arch()).join("containerd-shim-kata-v2")
 }
 
+/// How long the shim waits for the agent. Five VMs booting at once inside an emulated
+/// single-vCPU x86_64 test host on a busy machine have taken over 30 s (the default).
+const AGENT_WAIT: &str = "reconnect_timeout_ms = 300000";
+
 fn kata_config(dir: &Path, name: &str, kernel: &Path, extra: &str) -> PathBuf {
     let file = dir.join(format!("{name}.toml"));
     let text = format!(
-        "[hypervisor.dragonball]\nkernel = \"{}\"\ninitrd = \"{}\"\ndefault_memory = 256\n{extra}\n[agent.kata]\n[runtime]\n",
+        "[hypervisor.dragonball]\nkernel = \"{}\"\ninitrd = \"{}\"\ndefault_memory = 256\n{extra}\n[agent.kata]\n{AGENT_WAIT}\n[runtime]\n",
         kernel.display(),
         artifacts::out_dir(arch())
             .join("kata-containers-initrd.img")
