@@ -192,7 +192,8 @@ fn one_run(a: &Args) -> Result<(f64, f64, f64)> {
     ))
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+fn median(samples: &[f64]) -> f64 {
+    let mut v = samples.to_vec();
     v.sort_by(|a, b| a.total_cmp(b));
     let n = v.len();
     if n % 2 == 1 {
@@ -298,18 +299,17 @@ fn main() -> Result<()> {
         a.mem,
         std::env::consts::ARCH
     );
-    let (marker_copy, exit_copy) = (marker.clone(), exit.clone());
     println!(
         "  process start -> guest marker : median {:8.1} ms",
-        median(marker)
+        median(&marker)
     );
     println!(
         "  StartMicroVm  -> guest marker : median {:8.1} ms",
-        median(from_start)
+        median(&from_start)
     );
     println!(
         "  process start -> VMM exit     : median {:8.1} ms",
-        median(exit)
+        median(&exit)
     );
     println!(
         "  VMM RSS excluding guest memory: {} KiB (total {} KiB, guest RAM {} KiB)",
@@ -319,8 +319,8 @@ fn main() -> Result<()> {
     );
     if let Some(q) = &a.qemu {
         let (q_total, q_guest) = vmm_rss(qemu_command(&a, q, &sleeping), mem_mib)?;
-        let (dm, de) = (median(marker_copy), median(exit_copy));
-        let (qm, qe) = (median(q_marker), median(q_exit));
+        let (dm, de) = (median(&marker), median(&exit));
+        let (qm, qe) = (median(&q_marker), median(&q_exit));
         println!(
             "  QEMU microvm (same kernel, initrd, vCPUs, memory, alternating runs; {q_failed} failed):"
         );
