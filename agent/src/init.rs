@@ -77,7 +77,8 @@ pub fn mount_base() -> Result<(), String> {
 }
 
 /// Syncs and ends the VM: power-off (SBI SRST) on riscv64; on x86_64 a reboot, which
-/// the microVM (no ACPI power-off) turns into the end of the VM. Never returns.
+/// Dragonball turns into the end of the VM just as it does an ACPI power-off, and which
+/// also works with a guest kernel built without ACPI. Never returns.
 pub fn power_off() -> ! {
     nix::unistd::sync();
     #[cfg(target_arch = "x86_64")]

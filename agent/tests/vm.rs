@@ -162,7 +162,7 @@ async fn agent_in_a_vm_runs_containers_from_a_virtio_fs_share() {
         initrd.display()
     );
     let reboot = if arch() == Arch::X86_64 {
-        " reboot=k"
+        " reboot=k pci=off"
     } else {
         ""
     };

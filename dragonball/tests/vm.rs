@@ -58,11 +58,12 @@ fn arch() -> Arch {
     Arch::native().expect("tests are built for riscv64 or x86_64")
 }
 
-/// The guest kernel + test initrd; x86_64 guests (no ACPI) end their run with a reboot
-/// through the i8042 controller, which the VMM treats as the end of the VM.
+/// The guest kernel + test initrd; x86_64 guests end their run with a reboot through the
+/// i8042 controller, which the VMM treats as the end of the VM (`acpi_power_off_ends_the_vm`
+/// covers the ACPI power-off), and skip the PCI probe (there is no PCI bus).
 fn test_initrd_boot(cmdline: &str) -> BootSourceConfig {
     let cmdline = match arch() {
-        Arch::X86_64 => format!("{cmdline} reboot=k"),
+        Arch::X86_64 => format!("{cmdline} reboot=k pci=off"),
         Arch::Riscv64 => cmdline.to_string(),
     };
     BootSourceConfig {
@@ -146,8 +147,60 @@ fn boots_the_test_initrd_on_two_harts_and_powers_off() {
     assert_eq!(resources_settled(before), before, "threads/fds left behind");
 }
 
+/// A guest power-off on x86_64 goes through the ACPI tables (the FADT's PM1 control
+/// register, the DSDT's `_S5_`) and ends the VM; without them Linux would only halt.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn acpi_power_off_ends_the_vm() {
+    if !kvm_or_skip("acpi_power_off_ends_the_vm") {
+        return;
+    }
+    let dir = Scratch::new("poweroff");
+    let console = dir.0.join("console");
+    let (client, vmm) = start_vmm_thread().unwrap();
+    client
+        .request(VmmAction::SetVmConfiguration(config(2, 128, &console)))
+        .unwrap();
+    let mut boot = test_initrd_boot("console=ttyS0 panic=-1 test_init.end=poweroff");
+    // No reboot fallback: only the power-off may end this VM.
+    boot.boot_args = boot.boot_args.map(|a| a.replace(" reboot=k", ""));
+    client
+        .request(VmmAction::ConfigureBootSource(boot))
+        .unwrap();
+    client.request(VmmAction::StartMicroVm).unwrap();
+    let (done_tx, done) = std::sync::mpsc::channel();
+    let joiner = std::thread::spawn(move || {
+        let _ = done_tx.send(vmm.join().unwrap());
+    });
+    let code = match done.recv_timeout(Duration::from_secs(120)) {
+        Ok(code) => code,
+        Err(_) => {
+            let _ = client.request(VmmAction::ShutdownMicroVm);
+            let _ = joiner.join();
+            panic!(
+                "the powered-off guest did not end the VM; console:\n{}",
+                std::fs::read_to_string(&console).unwrap_or_default()
+            );
+        }
+    };
+    let _ = joiner.join();
+    let text = std::fs::read_to_string(&console).unwrap_or_default();
+    // Both vCPUs came from the MADT (with ACPI on, Linux ignores the MP table).
+    assert!(
+        text.contains("Using ACPI (MADT) for SMP") && text.contains("cpus=0-1"),
+        "console:\n{text}"
+    );
+    assert!(
+        text.contains("ACPI: PM: (supports S0 S5)"),
+        "console:\n{text}"
+    );
+    assert!(text.contains("reboot: Power down"), "console:\n{text}");
+    assert_eq!(code, 0, "a guest power-off is exit 0");
+}
+
 /// A bzImage (Linux 32-bit boot protocol, zero page, e820) with RAM beyond the 3–4 GiB
-/// MMIO hole, ended by a triple fault (`reboot=t`).
+/// MMIO hole and two vCPUs announced by the MP table alone (`acpi=off`), ended by a
+/// triple fault (`reboot=t`).
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn bzimage_boots_with_ram_above_4_gib_and_a_triple_fault_ends_it() {
@@ -157,16 +210,17 @@ fn bzimage_boots_with_ram_above_4_gib_and_a_triple_fault_ends_it() {
     let dir = Scratch::new("bzimage");
     let mem_mib: u64 = 4608;
     let (code, console) = boot_to_end(
-        config(1, mem_mib as usize, &dir.0.join("console")),
+        config(2, mem_mib as usize, &dir.0.join("console")),
         BootSourceConfig {
             kernel_path: artifacts::out_dir(arch()).join("bzImage"),
             initrd_path: Some(artifacts::out_dir(arch()).join("test-initrd.cpio.gz")),
-            boot_args: Some("console=ttyS0 panic=-1 reboot=t".into()),
+            // acpi=off: the second vCPU is found through the MP table alone.
+            boot_args: Some("console=ttyS0 panic=-1 reboot=t pci=off acpi=off".into()),
         },
     );
     assert!(
-        console.contains("KATA-RV-TEST-INIT: booted"),
-        "no marker; console:\n{console}"
+        console.contains("KATA-RV-TEST-INIT: booted") && console.contains("cpus=0-1"),
+        "no marker with two CPUs; console:\n{console}"
     );
     // The kernel's own view of the e820 map: RAM resumes at 4 GiB.
     let high_end = (4u64 << 30) + ((mem_mib - 3072) << 20) - 1;

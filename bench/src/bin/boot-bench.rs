@@ -60,10 +60,11 @@ fn parse() -> Result<Args> {
     Ok(a)
 }
 
-/// Guest command line for this architecture (x86_64 guests end with a triple fault).
+/// Guest command line for this architecture (x86_64 guests end with a triple fault and
+/// skip the PCI probe, as the shim's do).
 fn guest_cmdline(extra: &str) -> String {
     let base = if cfg!(target_arch = "x86_64") {
-        "console=ttyS0 reboot=t panic=-1 quiet"
+        "console=ttyS0 reboot=t panic=-1 quiet pci=off"
     } else {
         "console=ttyS0 panic=-1 quiet"
     };

@@ -11,11 +11,12 @@ mod kernel;
 use std::sync::Arc;
 
 use dbs_arch::x86_64 as cpu;
-use dbs_boot::x86_64::{layout, mptable, pvh};
+use dbs_boot::x86_64::{acpi, layout, mptable, pvh};
 use dbs_device::device_manager::IoManager;
 use dbs_interrupt::KvmIrqLine;
 use dbs_legacy_devices::SerialDevice;
 use dbs_legacy_devices::i8042::{I8042_PORT, I8042_PORT_COUNT, I8042Device};
+use dbs_legacy_devices::{AcpiPm, Pm1Block};
 use kvm_bindings::{KVM_PIT_SPEAKER_DUMMY, kvm_pit_config};
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use vm_memory::{Bytes, GuestAddress};
@@ -89,6 +90,28 @@ pub fn create_machine(mut inputs: MachineInputs<'_>) -> Result<Machine, StartErr
     devices
         .register_pio("i8042", i8042, I8042_PORT, I8042_PORT_COUNT)
         .map_err(|e| StartError::Devices(e.to_string()))?;
+    let exit = inputs.exit.clone();
+    let pm = AcpiPm::new(
+        acpi::S5_SLEEP_TYPE,
+        Arc::new(move || {
+            exit.report(ExitInfo {
+                code: 0,
+                reason: "guest power-off (ACPI S5)".into(),
+            })
+        }),
+    );
+    for (name, block, port) in [
+        ("acpi-pm1-event", Pm1Block::Event, acpi::PM1_EVENT_PORT),
+        (
+            "acpi-pm1-control",
+            Pm1Block::Control,
+            acpi::PM1_CONTROL_PORT,
+        ),
+    ] {
+        devices
+            .register_pio(name, pm.block(block), port, block.port_count())
+            .map_err(|e| StartError::Devices(e.to_string()))?;
+    }
     let mut cmdline = inputs
         .boot
         .boot_args
@@ -144,7 +167,7 @@ pub fn create_machine(mut inputs: MachineInputs<'_>) -> Result<Machine, StartErr
     write(&cmd_bytes, layout::CMDLINE_ADDR, "the command line")?;
     let (entry, boot_info) = match &kernel.entry {
         kernel::Entry::Pvh { addr } => {
-            let blobs = pvh::build(mem_size, initrd);
+            let blobs = pvh::build(mem_size, initrd, acpi::TABLES_ADDR);
             write(&blobs.start_info, layout::START_INFO_ADDR, "hvm_start_info")?;
             write(&blobs.modlist, layout::MODLIST_ADDR, "the module list")?;
             write(&blobs.memmap, layout::MEMMAP_ADDR, "the memory map")?;
@@ -174,6 +197,7 @@ pub fn create_machine(mut inputs: MachineInputs<'_>) -> Result<Machine, StartErr
     write(&gdt, layout::GDT_ADDR, "the GDT")?;
     let mptable = mptable::build(nr).map_err(|e| StartError::Fdt(e.to_string()))?;
     write(&mptable, mptable::MPTABLE_ADDR, "the MP table")?;
+    write(&acpi::build(nr), acpi::TABLES_ADDR, "the ACPI tables")?;
 
     let mut vcpus = Vec::new();
     for id in 0..nr {

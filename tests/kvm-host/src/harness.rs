@@ -419,8 +419,10 @@ fn qemu_command(inv: &Invocation, l1: &artifacts::L1Artifacts, initrd: &Path) ->
             // A periodic tick (no high-res timers, no NOHZ): under TCG with nested SVM an
             // L1 has been seen to lose a one-shot LAPIC timer interrupt and then never
             // wake again (the whole test host stalled); a periodic tick survives a lost one.
+            // acpi=off: the guest kernel (also L1's) has ACPI for Dragonball's power-off;
+            // the L1 machine has no tables and needs none.
             let mut append =
-                String::from("console=ttyS0 reboot=t panic=-1 quiet highres=off nohz=off");
+                String::from("console=ttyS0 reboot=t panic=-1 quiet highres=off nohz=off acpi=off");
             if let Some(khz) = host_tsc_khz() {
                 append += &format!(" tsc_early_khz={khz}");
             }

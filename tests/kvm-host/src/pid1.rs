@@ -105,15 +105,22 @@ pub fn reap(pid: nix::unistd::Pid) -> Option<i32> {
 }
 
 /// Flushes filesystems and ends the VM: power-off on riscv64 (SBI SRST); on x86_64 a
-/// reboot, which the VMMs treat as the end of the run (microVMs have no ACPI power-off).
+/// reboot, which the VMMs treat as the end of the run (it needs no ACPI, which the L1 test
+/// hosts do not have).
 pub fn end_vm() -> ! {
+    end_vm_by(cfg!(not(target_arch = "x86_64")))
+}
+
+/// Flushes filesystems and ends the VM by power-off (`power_off`) or by reboot.
+pub fn end_vm_by(power_off: bool) -> ! {
     // Console output is written by the tty layer asynchronously: let it drain first.
     let _ = nix::sys::termios::tcdrain(std::io::stdout());
     nix::unistd::sync();
-    #[cfg(target_arch = "x86_64")]
-    let how = nix::sys::reboot::RebootMode::RB_AUTOBOOT;
-    #[cfg(not(target_arch = "x86_64"))]
-    let how = nix::sys::reboot::RebootMode::RB_POWER_OFF;
+    let how = if power_off {
+        nix::sys::reboot::RebootMode::RB_POWER_OFF
+    } else {
+        nix::sys::reboot::RebootMode::RB_AUTOBOOT
+    };
     let err = nix::sys::reboot::reboot(how);
     eprintln!("end_vm: reboot(2) failed: {err:?}");
     loop {

@@ -6,7 +6,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
 use dbs_address_space::GuestMemory;
-use dbs_boot::x86_64::layout;
+use dbs_boot::x86_64::{acpi, layout};
 use linux_loader::loader::bootparam::{boot_e820_entry, boot_params, setup_header};
 use linux_loader::loader::bzimage::BzImage;
 use linux_loader::loader::elf::{Elf, PvhBootCapability};
@@ -130,7 +130,7 @@ fn load_bzimage(memory: &GuestMemory, file: &mut File) -> Result<LoadedKernel, S
 }
 
 /// The zero page for a bzImage boot: its setup header plus what the loader fills in
-/// (command line, initrd, memory map).
+/// (command line, initrd, memory map, the ACPI RSDP).
 pub fn zero_page(
     header: &setup_header,
     cmdline_len: usize,
@@ -158,6 +158,7 @@ pub fn zero_page(
         };
     }
     params.e820_entries = ram.len() as u8;
+    params.acpi_rsdp_addr = acpi::TABLES_ADDR;
     params
 }
 

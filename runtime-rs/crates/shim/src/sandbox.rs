@@ -95,7 +95,7 @@ pub struct Sandbox {
 
 fn cmdline(config: &Config) -> String {
     let reboot = if cfg!(target_arch = "x86_64") {
-        " reboot=k"
+        " reboot=k pci=off"
     } else {
         ""
     };

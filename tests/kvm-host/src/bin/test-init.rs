@@ -14,6 +14,9 @@
 //! - `vsock-echo`: echo every stream accepted on vsock port 1234, and open
 //!   `test_init.connect=N` streams (default 0) to host port 4321 and echo those too;
 //!   runs until the VMM stops the VM.
+//!
+//! The VM ends by power-off on riscv64 and by reboot on x86_64, unless
+//! `test_init.end=poweroff` asks for a power-off there too (ACPI S5 under Dragonball).
 
 use std::io::{Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -288,5 +291,8 @@ fn main() {
         }
     }
     let _ = std::io::stdout().flush();
+    if cmdline_value("test_init.end").as_deref() == Some("poweroff") {
+        pid1::end_vm_by(true);
+    }
     pid1::end_vm();
 }

@@ -18,8 +18,9 @@ pub struct PvhBlobs {
     pub memmap: Vec<u8>,
 }
 
-/// Builds the PVH blobs for `mem_size` bytes of RAM at 0 and an optional initrd.
-pub fn build(mem_size: u64, initrd: Option<(u64, u64)>) -> PvhBlobs {
+/// Builds the PVH blobs for `mem_size` bytes of RAM at 0, an optional initrd and the
+/// ACPI RSDP address (0 for none).
+pub fn build(mem_size: u64, initrd: Option<(u64, u64)>, rsdp: u64) -> PvhBlobs {
     let ram = layout::e820_ram(mem_size);
     let mut memmap = Vec::new();
     for &(addr, size) in &ram {
@@ -42,7 +43,7 @@ pub fn build(mem_size: u64, initrd: Option<(u64, u64)>) -> PvhBlobs {
     si.extend_from_slice(&u32::from(initrd.is_some()).to_le_bytes()); // nr_modules
     si.extend_from_slice(&layout::MODLIST_ADDR.to_le_bytes());
     si.extend_from_slice(&layout::CMDLINE_ADDR.to_le_bytes());
-    si.extend_from_slice(&0u64.to_le_bytes()); // rsdp_paddr: no ACPI
+    si.extend_from_slice(&rsdp.to_le_bytes()); // rsdp_paddr
     si.extend_from_slice(&layout::MEMMAP_ADDR.to_le_bytes());
     si.extend_from_slice(&(ram.len() as u32).to_le_bytes());
     si.extend_from_slice(&0u32.to_le_bytes());
@@ -59,9 +60,13 @@ mod tests {
 
     #[test]
     fn layout_matches_the_xen_structs() {
-        let b = build(256 << 20, Some((0x0f00_0000, 0x1000)));
+        let b = build(256 << 20, Some((0x0f00_0000, 0x1000)), 0xe_0000);
         assert_eq!(b.start_info.len(), 56);
         assert_eq!(&b.start_info[0..4], &START_MAGIC.to_le_bytes());
+        assert_eq!(
+            u64::from_le_bytes(b.start_info[32..40].try_into().unwrap()),
+            0xe_0000
+        );
         assert_eq!(b.modlist.len(), 32);
         assert_eq!(b.memmap.len(), 48);
         // Second RAM range: 1 MiB up to the end of RAM.
@@ -73,9 +78,9 @@ mod tests {
             u64::from_le_bytes(b.memmap[32..40].try_into().unwrap()),
             (256 << 20) - 0x10_0000
         );
-        assert!(build(64 << 20, None).modlist.is_empty());
+        assert!(build(64 << 20, None, 0).modlist.is_empty());
         // Above 3 GiB, a third range starts at 4 GiB.
-        let big = build(5 << 30, None);
+        let big = build(5 << 30, None, 0);
         assert_eq!(big.memmap.len(), 72);
         assert_eq!(
             u32::from_le_bytes(big.start_info[48..52].try_into().unwrap()),
