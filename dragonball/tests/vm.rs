@@ -94,7 +94,11 @@ fn resources_settled(expected: (usize, usize)) -> (usize, usize) {
 }
 
 /// Boots, waits for the VM to end, returns (exit code, console).
-fn boot_to_end(cfg: VmConfigInfo, boot: BootSourceConfig) -> (i32, String) {
+/// Configures and starts a VM; returns its VMM thread, its client and its console file.
+fn start_vm(
+    cfg: VmConfigInfo,
+    boot: BootSourceConfig,
+) -> (std::thread::JoinHandle<i32>, dragonball::VmmClient, PathBuf) {
     let console = match &cfg.console {
         ConsoleConfig::File(p) => p.clone(),
         _ => unreachable!(),
@@ -105,8 +109,39 @@ fn boot_to_end(cfg: VmConfigInfo, boot: BootSourceConfig) -> (i32, String) {
         .request(VmmAction::ConfigureBootSource(boot))
         .unwrap();
     client.request(VmmAction::StartMicroVm).unwrap();
+    (vmm, client, console)
+}
+
+fn boot_to_end(cfg: VmConfigInfo, boot: BootSourceConfig) -> (i32, String) {
+    let (vmm, _client, console) = start_vm(cfg, boot);
     let code = vmm.join().unwrap();
     (code, std::fs::read_to_string(console).unwrap_or_default())
+}
+
+/// [`boot_to_end`], but a VM still running after `limit` is shut down and the test fails
+/// with `what` and the console.
+#[cfg(target_arch = "x86_64")]
+fn boot_to_end_within(
+    cfg: VmConfigInfo,
+    boot: BootSourceConfig,
+    limit: Duration,
+    what: &str,
+) -> (i32, String) {
+    let (vmm, client, console) = start_vm(cfg, boot);
+    let (done_tx, done) = std::sync::mpsc::channel();
+    let joiner = std::thread::spawn(move || {
+        let _ = done_tx.send(vmm.join().unwrap());
+    });
+    let ended = done.recv_timeout(limit);
+    if ended.is_err() {
+        let _ = client.request(VmmAction::ShutdownMicroVm);
+    }
+    let _ = joiner.join();
+    let text = std::fs::read_to_string(&console).unwrap_or_default();
+    match ended {
+        Ok(code) => (code, text),
+        Err(_) => panic!("{what} within {limit:?}; console:\n{text}"),
+    }
 }
 
 #[test]
@@ -156,35 +191,15 @@ fn acpi_power_off_ends_the_vm() {
         return;
     }
     let dir = Scratch::new("poweroff");
-    let console = dir.0.join("console");
-    let (client, vmm) = start_vmm_thread().unwrap();
-    client
-        .request(VmmAction::SetVmConfiguration(config(2, 128, &console)))
-        .unwrap();
     let mut boot = test_initrd_boot("console=ttyS0 panic=-1 test_init.end=poweroff");
     // No reboot fallback: only the power-off may end this VM.
     boot.boot_args = boot.boot_args.map(|a| a.replace(" reboot=k", ""));
-    client
-        .request(VmmAction::ConfigureBootSource(boot))
-        .unwrap();
-    client.request(VmmAction::StartMicroVm).unwrap();
-    let (done_tx, done) = std::sync::mpsc::channel();
-    let joiner = std::thread::spawn(move || {
-        let _ = done_tx.send(vmm.join().unwrap());
-    });
-    let code = match done.recv_timeout(Duration::from_secs(120)) {
-        Ok(code) => code,
-        Err(_) => {
-            let _ = client.request(VmmAction::ShutdownMicroVm);
-            let _ = joiner.join();
-            panic!(
-                "the powered-off guest did not end the VM; console:\n{}",
-                std::fs::read_to_string(&console).unwrap_or_default()
-            );
-        }
-    };
-    let _ = joiner.join();
-    let text = std::fs::read_to_string(&console).unwrap_or_default();
+    let (code, text) = boot_to_end_within(
+        config(2, 128, &dir.0.join("console")),
+        boot,
+        Duration::from_secs(120),
+        "the powered-off guest did not end the VM",
+    );
     // Both vCPUs came from the MADT (with ACPI on, Linux ignores the MP table).
     assert!(
         text.contains("Using ACPI (MADT) for SMP") && text.contains("cpus=0-1"),
