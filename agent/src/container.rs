@@ -22,8 +22,9 @@ use crate::spawn::{
 };
 use crate::stdio::ProcessIo;
 
-/// Where the agent keeps per-container bundles.
-pub const BUNDLE_ROOT: &str = "/run/kata-containers";
+/// Where the agent keeps per-container bundles: a directory of their own, so that no id
+/// (`shared` included) makes a bundle the parent of the share or of another mount.
+pub const BUNDLE_ROOT: &str = "/run/kata-containers/bundles";
 
 /// A running (or finished) process of a container.
 pub struct Process {
@@ -74,7 +75,7 @@ pub enum Status {
 pub struct Container {
     /// Its id.
     pub id: String,
-    /// `/run/kata-containers/<id>`.
+    /// `/run/kata-containers/bundles/<id>`.
     pub bundle: PathBuf,
     /// The bind of the spec's root.path the container pivots into.
     pub rootfs: PathBuf,
@@ -91,6 +92,13 @@ pub struct Container {
     program: String,
     new_pid_ns: bool,
     joined_namespaces: Vec<(&'static str, CloneFlags)>,
+}
+
+/// Removes a bundle whose rootfs bind is gone; never deletes through a mount (a bind that
+/// could not be detached is left in place and reported).
+fn remove_bundle(bundle: &Path) -> AgentResult<()> {
+    safe_fs::remove_tree(bundle)
+        .map_err(|e| AgentError::internal(format!("removing the bundle: {e}")))
 }
 
 /// Checks a container or exec id: 1..=128 chars of `[A-Za-z0-9_.-]`, not starting with a dot.
@@ -188,7 +196,8 @@ impl Drop for CreateGuard {
             let _ = nix::mount::umount2(&rootfs, MntFlags::MNT_DETACH);
         }
         if let Some(bundle) = self.bundle.take() {
-            let _ = std::fs::remove_dir_all(bundle);
+            // Best effort while unwinding a failed create; it never deletes through a mount.
+            let _ = remove_bundle(&bundle);
         }
         if let Some(cgroup) = self.cgroup.take() {
             cgroup.kill_all().ok();
@@ -603,7 +612,7 @@ impl Container {
             process.wait().await;
         }
         let _ = nix::mount::umount2(&self.rootfs, MntFlags::MNT_DETACH);
-        let _ = std::fs::remove_dir_all(&self.bundle);
+        let bundle_removed = remove_bundle(&self.bundle);
         if let Some(cgroup) = &self.cgroup {
             let cgroup = cgroup.clone();
             tokio::task::spawn_blocking(move || cgroup.remove())
@@ -611,7 +620,7 @@ impl Container {
                 .map_err(|e| AgentError::internal(e.to_string()))?
                 .map_err(AgentError::internal)?;
         }
-        Ok(())
+        bundle_removed
     }
 
     /// Freezes or thaws the container.

@@ -789,6 +789,32 @@ fn set_credentials(process: &ProcessSetup, report: RawFd) {
     }
 }
 
+/// A container's program must be runnable when it is created (as with runc), so that a
+/// missing executable fails Create, not Start: the first candidate that exists decides,
+/// as in the exec loop below.
+fn check_executable(process: &ProcessSetup, report: RawFd) {
+    for candidate in &process.exec_candidates {
+        // SAFETY: stat is plain data; zeroed is a valid value.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: a NUL-terminated path and a stack buffer.
+        if unsafe { libc::stat(candidate.as_ptr(), &mut st) } != 0 {
+            match last_errno() {
+                libc::ENOENT | libc::ENOTDIR => continue,
+                errno => fail(report, Step::Exec, 0, errno),
+            }
+        }
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            fail(report, Step::Exec, 0, libc::EACCES);
+        }
+        // SAFETY: a NUL-terminated path.
+        if unsafe { libc::access(candidate.as_ptr(), libc::X_OK) } != 0 {
+            fail(report, Step::Exec, 0, last_errno());
+        }
+        return;
+    }
+    fail(report, Step::Exec, 0, libc::ENOENT)
+}
+
 /// Gives the workload default signal handling: dispositions the agent ignores (SIGPIPE
 /// in a Rust program) would otherwise survive exec, and so would a blocked mask.
 fn reset_signals() {
@@ -874,6 +900,7 @@ fn child_main(
         libc::chdir(process.cwd.as_ptr())
     });
     if let Some(start) = start {
+        check_executable(process, report);
         let ready = encode(0, 0, 0);
         // SAFETY: a stack buffer to our pipe.
         unsafe { libc::write(report, ready.as_ptr().cast(), ready.len()) };

@@ -27,6 +27,86 @@ impl ConsoleInput for dbs_legacy_devices::SerialDevice {
     }
 }
 
+/// Most bytes one console file holds before it is rotated to `<file>.1` (so at most twice
+/// this is kept on disk, however much the guest writes).
+pub const FILE_CAP: u64 = 1 << 20;
+
+/// A console file that never grows past its cap: when full it becomes `<file>.1` (the
+/// previous `.1` goes) and writing goes on in a new file.
+struct RotatingFile {
+    path: PathBuf,
+    file: std::fs::File,
+    written: u64,
+    cap: u64,
+}
+
+impl RotatingFile {
+    fn open(path: PathBuf, cap: u64) -> io::Result<Self> {
+        let file = Self::create(&path)?;
+        let written = file.metadata()?.len();
+        Ok(Self {
+            path,
+            file,
+            written,
+            cap,
+        })
+    }
+
+    fn create(path: &std::path::Path) -> io::Result<std::fs::File> {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+    }
+
+    /// The older half of the log.
+    fn rotated(path: &std::path::Path) -> PathBuf {
+        let mut name = path.as_os_str().to_owned();
+        name.push(".1");
+        PathBuf::from(name)
+    }
+
+    fn rotate(&mut self) -> io::Result<()> {
+        std::fs::rename(&self.path, Self::rotated(&self.path))?;
+        self.file = Self::create(&self.path)?;
+        self.written = 0;
+        Ok(())
+    }
+}
+
+impl Write for RotatingFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.written >= self.cap {
+            self.rotate()?;
+        }
+        let room = (self.cap - self.written).max(1) as usize;
+        let n = self.file.write(&buf[..buf.len().min(room)])?;
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// The last `lines` lines of a console file (reading at most its last 64 KiB, so a
+/// flooded console costs nothing to look at).
+pub fn file_tail(path: &std::path::Path, lines: usize) -> String {
+    use std::io::{Seek, SeekFrom};
+    const WINDOW: u64 = 64 * 1024;
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return String::new();
+    };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = file.seek(SeekFrom::Start(len.saturating_sub(WINDOW)));
+    let mut bytes = Vec::new();
+    let _ = file.take(WINDOW).read_to_end(&mut bytes);
+    let text = String::from_utf8_lossy(&bytes);
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
 enum Sink {
     Writer(Box<dyn Write + Send>),
     /// The connected socket client, if any. Output is dropped while nobody listens or
@@ -52,13 +132,9 @@ impl Console {
             ConsoleConfig::Stdout => Sink::Writer(Box::new(io::stdout())),
             ConsoleConfig::None => Sink::Writer(Box::new(io::sink())),
             ConsoleConfig::File(path) => Sink::Writer(Box::new(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .map_err(|e| {
-                        io::Error::new(e.kind(), format!("console file '{}': {e}", path.display()))
-                    })?,
+                RotatingFile::open(path.clone(), FILE_CAP).map_err(|e| {
+                    io::Error::new(e.kind(), format!("console file '{}': {e}", path.display()))
+                })?,
             )),
             ConsoleConfig::Socket(_) => Sink::Socket(None),
         };
@@ -212,6 +288,25 @@ mod tests {
         c.write_all(b"hello\n").unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "hello\n");
         std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn a_flooded_file_console_stays_bounded() {
+        let dir = std::env::temp_dir().join(format!("db-console-flood-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("console.log");
+        let mut file = RotatingFile::open(path.clone(), 4096).unwrap();
+        for i in 0..10_000 {
+            writeln!(file, "line {i}").unwrap();
+        }
+        let current = std::fs::metadata(&path).unwrap().len();
+        let older = std::fs::metadata(RotatingFile::rotated(&path))
+            .unwrap()
+            .len();
+        assert!(current <= 4096 && older <= 4096, "{current} {older}");
+        assert_eq!(file_tail(&path, 2), "line 9998\nline 9999");
+        assert_eq!(file_tail(&dir.join("missing"), 2), "");
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

@@ -515,16 +515,17 @@ async fn bad_input(client: &AgentClient, root: &str) {
         .Effective
         .push("CAP_TELEPORT".into());
     assert!(message(create(client, "bad4", spec(root, caps)).await).contains("CAP_TELEPORT"));
-    create(
-        client,
-        "bad5",
-        spec(root, process(&["/no/such/binary"], false)),
-    )
-    .await
-    .unwrap();
-    let text = message(start(client, "bad5").await);
-    assert!(text.contains("'/no/such/binary'"), "{text}");
-    remove(client, "bad5").await.unwrap();
+    // As with runc, a program that cannot be run fails Create (not Start), and leaves no
+    // container behind; so does a directory.
+    for (id, program) in [
+        ("bad5", "/no/such/binary"),
+        ("bad6", "/bin"),
+        ("bad7", "nosuchprog"),
+    ] {
+        let text = message(create(client, id, spec(root, process(&[program], false))).await);
+        assert!(text.contains(&format!("'{program}'")), "{text}");
+        assert_eq!(code(start(client, id).await), ttrpc::Code::NOT_FOUND);
+    }
     // Unknown and duplicate ids.
     assert_eq!(code(start(client, "nope").await), ttrpc::Code::NOT_FOUND);
     assert_eq!(

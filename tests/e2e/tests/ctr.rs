@@ -404,6 +404,7 @@ fn ctr_runs_containers_in_microvms_and_leaves_nothing_behind() {
     }
 
     bad_input(ctrd);
+    regressions(ctrd);
     assert_eq!(
         sockets_of_this_run(),
         sockets_before,
@@ -689,4 +690,75 @@ fn bad_input(ctrd: &Containerd) {
     );
     assert_nothing_left("nofile");
     let _ = ctrd.ctr(&["containers", "rm", "nofile"]);
+}
+
+/// Defects users hit, each once reproduced with ctr.
+fn regressions(ctrd: &Containerd) {
+    // A container named `shared`: the agent's bundle of that name was the parent of the
+    // guest's share mount, and its cleanup deleted the host volume's files through it.
+    let volume = ctrd.dir.join("shared-volume");
+    std::fs::create_dir_all(volume.join("sub")).unwrap();
+    std::fs::write(volume.join("keep"), "kept\n").unwrap();
+    std::fs::write(volume.join("sub/also"), "also\n").unwrap();
+    let mount = format!(
+        "type=bind,src={},dst=/vol,options=rbind:rw",
+        volume.display()
+    );
+    let out = ctrd.run("shared", &["--mount", &mount], &["cat", "/vol/keep"]);
+    assert_eq!(text(&out.stdout), "kept\n", "stderr: {}", text(&out.stderr));
+    assert_nothing_left("shared");
+    assert_eq!(
+        std::fs::read_to_string(volume.join("keep")).unwrap(),
+        "kept\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(volume.join("sub/also")).unwrap(),
+        "also\n"
+    );
+
+    // A program that does not exist fails at create, as with runc, naming it; the
+    // container record, the shim, its VM, mounts and sockets all go.
+    let out = ctrd.run("noexec", &[], &["/no/such/binary"]);
+    let err = text(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("/no/such/binary"),
+        "{err}"
+    );
+    assert_nothing_left("noexec");
+    assert_no_container_record(ctrd, "noexec");
+
+    // A program that exists but cannot be executed (ENOEXEC) gets past create and fails
+    // at start: the task must still end up stopped and removable, and `--rm` removes it.
+    let garbage = ctrd.dir.join("not-a-program");
+    std::fs::write(&garbage, [0xde, 0xad, 0xbe, 0xef, 0, 1, 2, 3]).unwrap();
+    std::fs::set_permissions(
+        &garbage,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let mount = format!(
+        "type=bind,src={},dst=/not-a-program,options=rbind:ro",
+        garbage.display()
+    );
+    let out = ctrd.run("badstart", &["--mount", &mount], &["/not-a-program"]);
+    let err = text(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("not-a-program"),
+        "{err}"
+    );
+    // Whatever `ctr run --rm` could not remove, a forced task and container removal must.
+    let _ = ctrd.ctr(&["tasks", "rm", "-f", "badstart"]);
+    let _ = ctrd.ctr(&["containers", "rm", "badstart"]);
+    assert_nothing_left("badstart");
+    assert_no_container_record(ctrd, "badstart");
+}
+
+/// containerd has no record of container `id`.
+fn assert_no_container_record(ctrd: &Containerd, id: &str) {
+    let out = ctrd.ctr(&["containers", "ls", "-q"]);
+    let listed = text(&out.stdout);
+    assert!(
+        !listed.lines().any(|l| l.trim() == id),
+        "container {id} is still listed: {listed}"
+    );
 }

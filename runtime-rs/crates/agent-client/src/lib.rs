@@ -62,8 +62,32 @@ impl std::fmt::Display for Endpoint {
 /// Longest handshake answer accepted (`OK 4294967295\n` is 14 bytes).
 const MAX_ANSWER: usize = 32;
 
-/// Opens a stream to `port` through the VMM's hybrid vsock socket.
+/// How long the VMM (and the guest behind it) may take to answer `CONNECT`.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Opens a stream to `port` through the VMM's hybrid vsock socket; a handshake that is
+/// not answered within [`HANDSHAKE_TIMEOUT`] fails.
 pub async fn connect_hybrid_vsock(uds: &Path, port: u32) -> Result<UnixStream, String> {
+    connect_hybrid_vsock_within(uds, port, HANDSHAKE_TIMEOUT).await
+}
+
+/// [`connect_hybrid_vsock`] with its own bound on the whole exchange.
+pub async fn connect_hybrid_vsock_within(
+    uds: &Path,
+    port: u32,
+    timeout: Duration,
+) -> Result<UnixStream, String> {
+    tokio::time::timeout(timeout, handshake(uds, port))
+        .await
+        .map_err(|_| {
+            format!(
+                "hybrid vsock {}: no answer to CONNECT {port} within {timeout:?}",
+                uds.display()
+            )
+        })?
+}
+
+async fn handshake(uds: &Path, port: u32) -> Result<UnixStream, String> {
     let mut stream = UnixStream::connect(uds)
         .await
         .map_err(|e| format!("connecting {}: {e}", uds.display()))?;
@@ -93,9 +117,11 @@ pub async fn connect_hybrid_vsock(uds: &Path, port: u32) -> Result<UnixStream, S
     Ok(stream)
 }
 
-async fn open(endpoint: &Endpoint) -> Result<UnixStream, String> {
+async fn open(endpoint: &Endpoint, timeout: Duration) -> Result<UnixStream, String> {
     match endpoint {
-        Endpoint::HybridVsock { uds, port } => connect_hybrid_vsock(uds, *port).await,
+        Endpoint::HybridVsock { uds, port } => {
+            connect_hybrid_vsock_within(uds, *port, timeout.min(HANDSHAKE_TIMEOUT)).await
+        }
         Endpoint::Unix(path) => UnixStream::connect(path)
             .await
             .map_err(|e| format!("connecting: {e}")),
@@ -122,7 +148,8 @@ impl AgentClient {
         let started = Instant::now();
         let mut last = String::from("not tried");
         while started.elapsed() < deadline {
-            match open(endpoint).await {
+            let remaining = deadline.saturating_sub(started.elapsed());
+            match open(endpoint, remaining).await {
                 Ok(stream) => {
                     let client =
                         ttrpc::r#async::Client::new(ttrpc::r#async::transport::Socket::new(stream));
@@ -198,6 +225,43 @@ mod tests {
         .err()
         .unwrap();
         assert!(err.to_string().contains("did not answer within"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_unanswered_handshake_times_out() {
+        let dir = std::env::temp_dir().join(format!("agent-client-mute-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let uds = dir.join("hv.sock");
+        let listener = UnixListener::bind(&uds).unwrap();
+        // Accepts and reads, never answers (a guest that never takes the connection).
+        let server = tokio::spawn(async move {
+            let mut held = Vec::new();
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                held.push(stream);
+            }
+        });
+        let err = connect_hybrid_vsock_within(&uds, 1024, Duration::from_millis(200))
+            .await
+            .unwrap_err();
+        assert!(err.contains("no answer to CONNECT 1024"), "{err}");
+        let started = Instant::now();
+        let endpoint = Endpoint::HybridVsock {
+            uds: uds.clone(),
+            port: 1024,
+        };
+        let err = AgentClient::connect(&endpoint, Duration::from_millis(300))
+            .await
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("did not answer within"), "{err}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        server.abort();
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

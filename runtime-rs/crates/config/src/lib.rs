@@ -13,6 +13,10 @@ pub const SEARCH_PATHS: [&str; 3] = [
     "/opt/kata/share/defaults/kata-containers/runtime-rs/configuration.toml",
 ];
 
+/// The most vCPUs a sandbox may have: Dragonball's limit (`dragonball::config::MAX_VCPUS`,
+/// checked by a shim test).
+pub const MAX_VCPUS: u8 = 64;
+
 /// The environment variable naming a configuration file.
 pub const CONF_ENV: &str = "KATA_CONF_FILE";
 
@@ -302,10 +306,13 @@ impl Config {
                 "is required (the guest initrd with kata-agent as /init)",
             ));
         }
-        if !(db.default_vcpus >= 1.0 && db.default_vcpus <= 255.0) {
+        if !(db.default_vcpus >= 1.0 && db.default_vcpus <= f32::from(MAX_VCPUS)) {
             return Err(self.bad(
                 &format!("{prefix}.default_vcpus"),
-                format!("{} is not in 1..=255", db.default_vcpus),
+                format!(
+                    "{} is not in 1..={MAX_VCPUS} (Dragonball's vCPU limit)",
+                    db.default_vcpus
+                ),
             ));
         }
         if db.default_memory < 64 {
@@ -490,6 +497,11 @@ log_level = "info"
             (
                 "default_vcpus = 1",
                 "default_vcpus = 0",
+                "hypervisor.dragonball.default_vcpus",
+            ),
+            (
+                "default_vcpus = 1",
+                "default_vcpus = 65",
                 "hypervisor.dragonball.default_vcpus",
             ),
             (

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use agent_client::{AgentClient, context};
 use kata_agent_protocols::agent as api;
-use nix::mount::{MntFlags, MsFlags};
+use nix::mount::MntFlags;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
@@ -184,31 +184,6 @@ pub fn unmount_rootfs(bundle: &Path) {
     let _ = nix::mount::umount2(&bundle.join("rootfs"), MntFlags::MNT_DETACH);
 }
 
-fn bind(source: &Path, target: &Path, readonly: bool) -> Result<(), String> {
-    let is_dir = source.is_dir();
-    if is_dir {
-        std::fs::create_dir_all(target)
-    } else {
-        std::fs::create_dir_all(target.parent().unwrap_or(Path::new("/")))
-            .and_then(|()| std::fs::File::create(target).map(drop))
-    }
-    .map_err(|e| format!("creating {}: {e}", target.display()))?;
-    nix::mount::mount(
-        Some(source),
-        target,
-        None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        None::<&str>,
-    )
-    .map_err(|e| format!("binding {} into the share: {e}", source.display()))?;
-    if readonly {
-        let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
-        nix::mount::mount(None::<&str>, target, None::<&str>, flags, None::<&str>)
-            .map_err(|e| format!("making {} read-only: {e}", target.display()))?;
-    }
-    Ok(())
-}
-
 /// Binds the container rootfs and its bind mounts into the share; returns the entries
 /// to remove later. On failure, what was bound is undone.
 pub fn share(
@@ -219,35 +194,37 @@ pub fn share(
 ) -> Result<Vec<PathBuf>, String> {
     let mut entries = Vec::new();
     let result = (|| {
-        let root_dir = paths.share.join(id);
-        entries.push(root_dir.clone());
-        bind(&bundle.join("rootfs"), &root_dir.join("rootfs"), false)?;
+        entries.push(paths.share.mounts.join(id));
+        paths
+            .share
+            .bind(&bundle.join("rootfs"), &Path::new(id).join("rootfs"), false)?;
         for b in binds {
-            let target = paths.share.join(&b.name);
-            entries.push(target.clone());
-            bind(&b.source, &target, b.readonly)?;
+            entries.push(paths.share.mounts.join(&b.name));
+            paths
+                .share
+                .bind(&b.source, Path::new(&b.name), b.readonly)?;
         }
         Ok(())
     })();
     match result {
         Ok(()) => Ok(entries),
         Err(e) => {
-            unshare(&entries);
+            let _ = unshare(&entries);
             Err(e)
         }
     }
 }
 
-/// Undoes `share`.
-pub fn unshare(entries: &[PathBuf]) {
+/// Undoes `share`: unmounts each entry and removes it, never deleting through a mount
+/// that could not be detached (that one is left in place and reported).
+pub fn unshare(entries: &[PathBuf]) -> Result<(), safe_fs::RemoveError> {
+    let mut first_error = None;
     for entry in entries.iter().rev() {
-        crate::sandbox::unmount_below(entry);
-        if entry.is_dir() {
-            let _ = std::fs::remove_dir_all(entry);
-        } else {
-            let _ = std::fs::remove_file(entry);
+        if let Err(e) = safe_fs::unmount_and_remove(entry) {
+            first_error.get_or_insert(e);
         }
     }
+    first_error.map_or(Ok(()), Err)
 }
 
 async fn copy_out(agent: AgentClient, id: String, exec: String, path: String, stderr: bool) {

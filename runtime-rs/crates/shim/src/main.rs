@@ -7,6 +7,7 @@ mod log;
 mod metrics;
 mod sandbox;
 mod service;
+mod share;
 mod spec;
 
 use std::sync::Arc;

@@ -13,6 +13,8 @@ use dragonball::{
 use kata_agent_protocols::agent as api;
 use kata_config::{Config, SharedFs};
 use slog::Logger;
+
+use crate::share::ShareDirs;
 use tokio::io::AsyncBufReadExt;
 
 /// Per-sandbox runtime state directory.
@@ -25,8 +27,9 @@ pub const SHARE_ROOT: &str = "/run/kata-containers/shared/sandboxes";
 pub struct SandboxPaths {
     /// `/run/kata/<sid>`.
     pub run_dir: PathBuf,
-    /// `/run/kata-containers/shared/sandboxes/<sid>`: the virtio-fs export.
-    pub share: PathBuf,
+    /// `/run/kata-containers/shared/sandboxes/<sid>`: `mounts/` (host-only) and its
+    /// read-only view `shared/`, the virtio-fs export.
+    pub share: ShareDirs,
 }
 
 impl SandboxPaths {
@@ -34,7 +37,7 @@ impl SandboxPaths {
     pub fn new(sid: &str) -> Self {
         Self {
             run_dir: Path::new(RUN_ROOT).join(sid),
-            share: Path::new(SHARE_ROOT).join(sid),
+            share: ShareDirs::new(Path::new(SHARE_ROOT).join(sid)),
         }
     }
 
@@ -54,29 +57,17 @@ impl SandboxPaths {
     }
 }
 
-/// Unmounts everything at or below `dir` (deepest first).
-pub fn unmount_below(dir: &Path) {
-    let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return;
-    };
-    let mut points: Vec<PathBuf> = mountinfo
-        .lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .map(|p| PathBuf::from(p.replace("\\040", " ")))
-        .filter(|p| p.starts_with(dir))
-        .collect();
-    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-    for point in points {
-        let _ = nix::mount::umount2(&point, nix::mount::MntFlags::MNT_DETACH);
-    }
-}
-
-/// Removes whatever sandbox `sid` left on the host: mounts, sockets, directories.
-pub fn remove_leftovers(sid: &str) {
+/// Removes whatever sandbox `sid` left on the host: mounts, sockets, directories. Nothing
+/// is ever deleted through a mount that could not be detached.
+pub fn remove_leftovers(sid: &str, log: Option<&Logger>) {
     let paths = SandboxPaths::new(sid);
-    unmount_below(&paths.share);
-    let _ = std::fs::remove_dir_all(&paths.share);
-    let _ = std::fs::remove_dir_all(&paths.run_dir);
+    for dir in [&paths.share.root, &paths.run_dir] {
+        if let Err(e) = safe_fs::unmount_and_remove(dir)
+            && let Some(log) = log
+        {
+            slog::warn!(log, "sandbox cleanup left a path in place"; "sandbox" => sid, "error" => %e);
+        }
+    }
 }
 
 /// A running sandbox VM.
@@ -120,7 +111,7 @@ async fn start_virtiofsd(
     let socket = paths.virtiofsd_socket();
     let mut child = tokio::process::Command::new(&db.virtio_fs_daemon)
         .arg(format!("--socket-path={}", socket.display()))
-        .arg(format!("--shared-dir={}", paths.share.display()))
+        .arg(format!("--shared-dir={}", paths.share.shared.display()))
         .arg(format!("--cache={}", db.virtio_fs_cache))
         .args(&db.virtio_fs_extra_args)
         .stdin(std::process::Stdio::null())
@@ -178,7 +169,7 @@ impl Sandbox {
         let paths = SandboxPaths::new(sid);
         let result = Self::start_inner(config, sid, hostname, &paths, log).await;
         if result.is_err() {
-            remove_leftovers(sid);
+            remove_leftovers(sid, Some(log));
         }
         result
     }
@@ -201,9 +192,9 @@ impl Sandbox {
                 ));
             }
         }
-        for dir in [&paths.run_dir, &paths.share] {
-            std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-        }
+        std::fs::create_dir_all(&paths.run_dir)
+            .map_err(|e| format!("creating {}: {e}", paths.run_dir.display()))?;
+        paths.share.create()?;
         let virtiofsd = match db.shared_fs {
             SharedFs::VirtioFs => Some(start_virtiofsd(config, paths, log).await?),
             SharedFs::Inline => None,
@@ -213,7 +204,7 @@ impl Sandbox {
                 socket: paths.virtiofsd_socket(),
             },
             SharedFs::Inline => FsBackend::Inline {
-                shared_dir: paths.share.clone(),
+                shared_dir: paths.share.shared.clone(),
             },
         };
         let actions = vec![
@@ -266,16 +257,7 @@ impl Sandbox {
             {
                 Ok(agent) => agent,
                 Err(e) => {
-                    let console = std::fs::read_to_string(paths.console()).unwrap_or_default();
-                    let tail: String = console
-                        .lines()
-                        .rev()
-                        .take(20)
-                        .collect::<Vec<_>>()
-                        .into_iter()
-                        .rev()
-                        .collect::<Vec<_>>()
-                        .join("\n");
+                    let tail = dragonball::console::file_tail(&paths.console(), 20);
                     let _ = tokio::task::spawn_blocking(move || {
                         let _ = vmm.request(VmmAction::ShutdownMicroVm);
                         thread.join()
@@ -322,8 +304,8 @@ impl Sandbox {
             else {
                 return;
             };
-            let mut lines = tokio::io::BufReader::new(stream).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
+            let mut reader = tokio::io::BufReader::new(stream);
+            while let Some(line) = crate::log::read_bounded_line(&mut reader).await {
                 crate::log::forward_agent_line(&log, &line);
             }
         });
@@ -358,7 +340,7 @@ impl Sandbox {
         if let Some(mut child) = virtiofsd {
             let _ = child.kill().await;
         }
-        remove_leftovers(&self.id);
+        remove_leftovers(&self.id, Some(log));
     }
 }
 
@@ -367,12 +349,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_configured_vcpu_limit_is_dragonballs() {
+        assert_eq!(kata_config::MAX_VCPUS, dragonball::config::MAX_VCPUS);
+    }
+
+    #[test]
     fn paths_follow_kata() {
         let paths = SandboxPaths::new("abc");
         assert_eq!(paths.run_dir, PathBuf::from("/run/kata/abc"));
         assert_eq!(
-            paths.share,
-            PathBuf::from("/run/kata-containers/shared/sandboxes/abc")
+            paths.share.shared,
+            PathBuf::from("/run/kata-containers/shared/sandboxes/abc/shared")
         );
         assert_eq!(paths.hvsock(), PathBuf::from("/run/kata/abc/kata.hvsock"));
     }

@@ -31,6 +31,9 @@ use crate::spec;
 /// How long CloseIO lets the stdin copy reach the FIFO's end before closing stdin.
 const STDIN_GRACE: Duration = Duration::from_secs(5);
 
+/// The exit status of a process whose Start failed in the guest.
+const FAILED_START_STATUS: u32 = 255;
+
 /// CRI's annotation naming a container's kind (`sandbox` or `container`).
 pub const CRI_CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
 /// CRI's annotation naming the sandbox a container belongs to.
@@ -216,7 +219,7 @@ impl KataTask {
             .create_container(context(sandbox.rpc_timeout), &request)
             .await
         {
-            container::unshare(&entries);
+            let _ = container::unshare(&entries);
             if mounted {
                 container::unmount_rootfs(&bundle);
             }
@@ -359,6 +362,38 @@ impl KataTask {
         Ok(api::Empty::new())
     }
 
+    /// A Start that failed in the guest ends the process: it is stopped (status 255, as
+    /// for a program that could not be run) so that Wait returns and Delete can remove it.
+    async fn record_failed_start(&self, id: &str, exec_id: &str) {
+        let sender = {
+            let mut state = self.state.lock().await;
+            let Some(process) = state
+                .containers
+                .get_mut(id)
+                .and_then(|c| c.process_mut(exec_id))
+            else {
+                return;
+            };
+            process.started = true;
+            process.exit_sender()
+        };
+        let exit = Exit {
+            status: FAILED_START_STATUS,
+            at: SystemTime::now(),
+        };
+        sender.send_replace(Some(exit));
+        let event = TaskExit {
+            container_id: id.to_string(),
+            id: if exec_id.is_empty() { id } else { exec_id }.to_string(),
+            pid: Self::pid(),
+            exit_status: exit.status,
+            exited_at: MessageField::some(timestamp(exit.at)),
+            ..Default::default()
+        };
+        self.publish(topics::TASK_EXIT_EVENT_TOPIC, Box::new(event))
+            .await;
+    }
+
     async fn teardown_if_empty(&self) {
         let sandbox = {
             let mut state = self.state.lock().await;
@@ -462,7 +497,7 @@ impl Task for KataTask {
             (process.stdio.clone(), process.spec.clone())
         };
         let timeout = context(sandbox.rpc_timeout);
-        if req.exec_id.is_empty() {
+        let started = if req.exec_id.is_empty() {
             let request = agent_api::StartContainerRequest {
                 container_id: req.id.clone(),
                 ..Default::default()
@@ -482,7 +517,11 @@ impl Task for KataTask {
                 ttrpc::Code::INTERNAL,
                 format!("starting {} {}: {e}", req.id, req.exec_id),
             )
-        })?;
+        });
+        if let Err(e) = started {
+            self.record_failed_start(&req.id, &req.exec_id).await;
+            return Err(e);
+        }
         let (io, stdin_done) = container::start_io(&sandbox.agent, &req.id, &req.exec_id, &stdio);
         let sender = {
             let mut state = self.state.lock().await;
@@ -564,7 +603,9 @@ impl Task for KataTask {
         }
         let container = self.state.lock().await.containers.remove(&req.id);
         if let Some(container) = container {
-            container::unshare(&container.share_entries);
+            if let Err(e) = container::unshare(&container.share_entries) {
+                slog::warn!(self.log(), "a share entry was left in place"; "container" => &req.id, "error" => %e);
+            }
             if container.mounted_rootfs {
                 container::unmount_rootfs(&container.bundle);
             }
@@ -623,14 +664,14 @@ impl Task for KataTask {
 
     async fn kill(&self, _: &TtrpcContext, req: api::KillRequest) -> ttrpc::Result<api::Empty> {
         let sandbox = self.sandbox().await?;
-        {
-            let state = self.state.lock().await;
+        let never_started = {
+            let mut state = self.state.lock().await;
             let container = state
                 .containers
-                .get(&req.id)
+                .get_mut(&req.id)
                 .ok_or_else(|| not_found(&req.id, &req.exec_id))?;
             let process = container
-                .process(&req.exec_id)
+                .process_mut(&req.exec_id)
                 .ok_or_else(|| not_found(&req.id, &req.exec_id))?;
             if process.exited().is_some() {
                 // Killing a finished process again is not an error for TERM/KILL.
@@ -643,7 +684,15 @@ impl Task for KataTask {
                     ))
                 };
             }
-        }
+            // Only an init that was never started exists in the guest without a waiter
+            // (an exec that was never started has no guest process at all).
+            if !process.started && req.exec_id.is_empty() {
+                process.started = true;
+                Some(process.exit_sender())
+            } else {
+                None
+            }
+        };
         let request = agent_api::SignalProcessRequest {
             container_id: req.id.clone(),
             exec_id: req.exec_id.clone(),
@@ -656,6 +705,11 @@ impl Task for KataTask {
             .signal_process(context(sandbox.rpc_timeout), &request)
             .await
             .map_err(|e| error(ttrpc::Code::INTERNAL, format!("signalling {}: {e}", req.id)))?;
+        if let Some(sender) = never_started {
+            // A created process has no waiter yet: the agent reports its end.
+            let io = tokio::spawn(async {});
+            self.spawn_waiter(sandbox, req.id.clone(), req.exec_id.clone(), io, sender);
+        }
         Ok(api::Empty::new())
     }
 
@@ -935,7 +989,7 @@ impl Task for KataTask {
 /// Removes what a dead shim of sandbox `id` left behind (the `delete` action).
 pub fn cleanup_after_dead_shim(id: &str, bundle: &Path) {
     container::unmount_rootfs(bundle);
-    crate::sandbox::remove_leftovers(id);
+    crate::sandbox::remove_leftovers(id, None);
 }
 
 #[cfg(test)]
