@@ -31,6 +31,9 @@ use dbs_address_space::GuestMemory;
 
 /// Lowest guest RAM a VM may have, in MiB.
 pub const MIN_MEM_MIB: usize = (layout::DRAM_MIN_SIZE >> 20) as usize;
+/// Kernel parameters every guest of this machine needs, whatever else its command line
+/// says (nothing: SBI SRST ends the VM).
+pub const PLATFORM_CMDLINE: &str = "";
 /// Command line used when the boot source has none.
 pub const DEFAULT_CMDLINE: &str = "console=ttyS0 earlycon panic=-1";
 

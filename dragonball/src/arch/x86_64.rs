@@ -27,6 +27,9 @@ use crate::vm::{Machine, MachineInputs, StartError};
 
 /// Lowest guest RAM a VM may have, in MiB.
 pub const MIN_MEM_MIB: usize = 32;
+/// Kernel parameters every guest of this machine needs, whatever else its command line
+/// says (a reset through the i8042 ends the VM; no PCI bus to probe).
+pub const PLATFORM_CMDLINE: &str = "reboot=k pci=off";
 /// Command line used when the boot source has none.
 pub const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=1 pci=off";
 

@@ -13,6 +13,9 @@ use tokio::net::UnixStream;
 
 pub use kata_agent_protocols::{AGENT_LOG_VSOCK_PORT, AGENT_VSOCK_PORT};
 
+mod agent;
+pub use agent::{Agent, RpcError, RpcResult, TtrpcAgent};
+
 /// Where the agent listens, seen from the host.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Endpoint {

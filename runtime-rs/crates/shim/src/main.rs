@@ -2,20 +2,26 @@
 //! is a Dragonball microVM running inside this process; the guest agent runs the
 //! containers. containerd invokes it as `… start`, `… delete`, or as the ttrpc server.
 
-mod container;
+mod events;
 mod log;
 mod metrics;
-mod sandbox;
-mod service;
-mod share;
-mod spec;
+mod options;
+mod task;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use containerd_shim::asynchronous::{ExitSignal, Shim, publisher::RemotePublisher, spawn};
 use containerd_shim::{Config, Flags, StartOpts, protos::api::DeleteResponse};
-use service::{CRI_CONTAINER_TYPE, CRI_SANDBOX_ID, KataTask};
+use kata_hypervisor::Dragonball;
+use kata_resource::Host;
+use kata_runtimes::{Backends, HybridVsock, Runtime};
+use task::KataTask;
+
+/// CRI's annotation naming a container's kind (`sandbox` or `container`).
+const CRI_CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
+/// CRI's annotation naming the sandbox a container belongs to.
+const CRI_SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
 
 /// The runtime name containerd knows this shim by.
 const RUNTIME_ID: &str = "io.containerd.kata.v2";
@@ -66,8 +72,11 @@ impl Shim for KataShim {
     }
 
     async fn delete_shim(&mut self) -> containerd_shim::Result<DeleteResponse> {
+        // Whatever a dead shim of this sandbox left: the rootfs mount, share mounts,
+        // /run/kata/<id>. (VM threads died with it.)
         let bundle = std::env::current_dir().unwrap_or_default();
-        service::cleanup_after_dead_shim(&self.id, &bundle);
+        kata_resource::container::unmount_rootfs(&bundle);
+        kata_resource::paths::remove_leftovers(&self.id, None);
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
@@ -90,7 +99,19 @@ impl Shim for KataShim {
     }
 
     async fn create_task_service(&self, publisher: RemotePublisher) -> Self::T {
-        KataTask::new(publisher, &self.namespace, self.exit.clone(), &self.id)
+        let log = Arc::new(std::sync::Mutex::new(crate::log::open(&self.id, false)));
+        let events = Arc::new(events::Publisher {
+            remote: publisher,
+            namespace: self.namespace.clone(),
+            log: log.clone(),
+        });
+        let backends = Backends {
+            hypervisor: Arc::new(Dragonball::new()),
+            resources: Arc::new(Host::new()),
+            agents: Arc::new(HybridVsock),
+        };
+        let runtime = Runtime::new(backends, events, log.clone());
+        KataTask::new(runtime, self.exit.clone(), log, &self.id)
     }
 }
 

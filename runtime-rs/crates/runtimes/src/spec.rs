@@ -3,7 +3,7 @@
 //! mounts redirected to their copies on the share.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use kata_agent_protocols::oci as pb;
 use oci_spec::runtime as oci;
@@ -11,16 +11,7 @@ use oci_spec::runtime as oci;
 /// Where the guest sees the share.
 pub const GUEST_SHARE: &str = "/run/kata-containers/shared/containers";
 
-/// A host path that must be bound into the share for the guest to see it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SharedBind {
-    /// The host source.
-    pub source: PathBuf,
-    /// Its name inside the share.
-    pub name: String,
-    /// Bind read-only.
-    pub readonly: bool,
-}
+pub use kata_resource::ShareBind;
 
 /// The guest spec plus the binds the host must set up before sending it.
 #[derive(Debug)]
@@ -28,7 +19,7 @@ pub struct GuestSpec {
     /// The spec for CreateContainer.
     pub spec: pb::Spec,
     /// Host paths to bind into the share.
-    pub binds: Vec<SharedBind>,
+    pub binds: Vec<ShareBind>,
 }
 
 /// Mount types the guest creates itself.
@@ -189,7 +180,7 @@ pub fn for_guest(spec: &oci::Spec, id: &str) -> Result<GuestSpec, String> {
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default()
             );
-            binds.push(SharedBind {
+            binds.push(ShareBind {
                 source: host.to_path_buf(),
                 name: name.clone(),
                 readonly: options.iter().any(|o| o == "ro"),
@@ -317,7 +308,7 @@ mod tests {
         );
         assert_eq!(
             guest.binds,
-            vec![SharedBind {
+            vec![ShareBind {
                 source: "/tmp".into(),
                 name: "t1-mount-1-tmp".into(),
                 readonly: true

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 
 use nix::mount::{MsFlags, mount};
 
+use crate::ResourceError;
+
 /// The directories of one sandbox's share.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ShareDirs {
@@ -19,8 +21,19 @@ pub struct ShareDirs {
     pub shared: PathBuf,
 }
 
-fn mount_err(what: &str, path: &Path, e: nix::errno::Errno) -> String {
-    format!("{what} {}: {e}", path.display())
+fn mount_err(what: &'static str, path: &Path, source: nix::errno::Errno) -> ResourceError {
+    ResourceError::Mount {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn create_err(path: &Path, source: std::io::Error) -> ResourceError {
+    ResourceError::Create {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 impl ShareDirs {
@@ -35,9 +48,9 @@ impl ShareDirs {
 
     /// Creates both directories and the mounts that tie them: `mounts/` becomes a shared
     /// mount of its own, `shared/` a read-only slave bind of it.
-    pub fn create(&self) -> Result<(), String> {
+    pub fn create(&self) -> Result<(), ResourceError> {
         for dir in [&self.mounts, &self.shared] {
-            std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(dir).map_err(|e| create_err(dir, e))?;
         }
         let none = None::<&str>;
         mount(
@@ -65,16 +78,21 @@ impl ShareDirs {
 
     /// Binds `source` at `mounts/<name>` (seen by the guest as `<name>` in the share), a
     /// directory or a file; read-only in both places when asked.
-    pub fn bind(&self, source: &Path, name: &Path, readonly: bool) -> Result<PathBuf, String> {
+    pub fn bind(
+        &self,
+        source: &Path,
+        name: &Path,
+        readonly: bool,
+    ) -> Result<PathBuf, ResourceError> {
         if name.is_absolute()
             || name
                 .components()
                 .any(|c| !matches!(c, std::path::Component::Normal(_)))
         {
-            return Err(format!(
+            return Err(ResourceError::Invalid(format!(
                 "share entry '{}' must be a relative path without '..'",
                 name.display()
-            ));
+            )));
         }
         let target = self.mounts.join(name);
         if source.is_dir() {
@@ -83,7 +101,7 @@ impl ShareDirs {
             std::fs::create_dir_all(target.parent().unwrap_or(&self.mounts))
                 .and_then(|()| std::fs::File::create(&target).map(drop))
         }
-        .map_err(|e| format!("creating {}: {e}", target.display()))?;
+        .map_err(|e| create_err(&target, e))?;
         let none = None::<&str>;
         mount(
             Some(source),
@@ -92,7 +110,7 @@ impl ShareDirs {
             MsFlags::MS_BIND | MsFlags::MS_REC,
             none,
         )
-        .map_err(|e| format!("binding {} into the share: {e}", source.display()))?;
+        .map_err(|e| mount_err("binding into the share", source, e))?;
         if readonly {
             // A remount does not propagate: the guest's copy is made read-only too.
             remount_readonly(&target)?;
@@ -102,7 +120,7 @@ impl ShareDirs {
     }
 }
 
-fn remount_readonly(path: &Path) -> Result<(), String> {
+fn remount_readonly(path: &Path) -> Result<(), ResourceError> {
     let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
     mount(None::<&str>, path, None::<&str>, flags, None::<&str>)
         .map_err(|e| mount_err("making read-only", path, e))

@@ -1,0 +1,152 @@
+//! Everything a sandbox does to the host, each with its undo: its directories
+//! ([`paths`]), the share in Kata's layout ([`share`]), virtiofsd ([`virtiofsd`]) and each
+//! container's rootfs mount and binds into the share ([`container`]). [`HostResources`]
+//! is the seam the lifecycle uses, so it can be tested without root.
+
+pub mod container;
+pub mod paths;
+pub mod share;
+pub mod virtiofsd;
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use slog::Logger;
+
+pub use container::{ContainerResources, RootfsMount, ShareBind};
+pub use paths::SandboxPaths;
+pub use share::ShareDirs;
+pub use virtiofsd::VirtiofsdConfig;
+
+/// A host side effect that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ResourceError {
+    /// Creating a file or directory.
+    #[error("creating {path}: {source}")]
+    Create {
+        /// What.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A mount system call.
+    #[error("{what} {path}: {source}")]
+    Mount {
+        /// The operation.
+        what: &'static str,
+        /// On what.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: nix::errno::Errno,
+    },
+    /// Input that cannot be honoured.
+    #[error("{0}")]
+    Invalid(String),
+    /// virtiofsd could not be started or died before serving.
+    #[error("{0}")]
+    Virtiofsd(String),
+    /// Removing what was created.
+    #[error(transparent)]
+    Remove(#[from] safe_fs::RemoveError),
+}
+
+/// The host operations of a sandbox's lifecycle.
+#[async_trait]
+pub trait HostResources: Send + Sync {
+    /// Creates sandbox `sid`'s directories and share, and starts virtiofsd on it when
+    /// given one; on failure nothing is left.
+    async fn create_sandbox(
+        &self,
+        sid: &str,
+        virtiofsd: Option<&VirtiofsdConfig>,
+        log: &Logger,
+    ) -> Result<SandboxPaths, ResourceError>;
+    /// Stops sandbox `sid`'s virtiofsd and removes its mounts and directories (also what
+    /// a dead shim left behind).
+    async fn remove_sandbox(&self, sid: &str, log: &Logger);
+    /// Mounts container `id`'s rootfs at `<bundle>/rootfs` and binds it and its volumes
+    /// into the share; on failure nothing is left.
+    fn add_container(
+        &self,
+        paths: &SandboxPaths,
+        id: &str,
+        bundle: &Path,
+        rootfs: &[RootfsMount],
+        binds: &[ShareBind],
+    ) -> Result<ContainerResources, ResourceError>;
+    /// Undoes [`HostResources::add_container`].
+    fn remove_container(&self, container: &ContainerResources) -> Result<(), ResourceError>;
+}
+
+/// The real host: mounts, directories and processes.
+#[derive(Default)]
+pub struct Host {
+    virtiofsd: Mutex<Option<tokio::process::Child>>,
+}
+
+impl Host {
+    /// The host of one shim.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[async_trait]
+impl HostResources for Host {
+    async fn create_sandbox(
+        &self,
+        sid: &str,
+        virtiofsd: Option<&VirtiofsdConfig>,
+        log: &Logger,
+    ) -> Result<SandboxPaths, ResourceError> {
+        let paths = SandboxPaths::new(sid);
+        let created = async {
+            std::fs::create_dir_all(&paths.run_dir).map_err(|source| ResourceError::Create {
+                path: paths.run_dir.clone(),
+                source,
+            })?;
+            paths.share.create()?;
+            if let Some(config) = virtiofsd {
+                let child = virtiofsd::start(config, &paths, log).await?;
+                *self.virtiofsd.lock().unwrap_or_else(|e| e.into_inner()) = Some(child);
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = created {
+            self.remove_sandbox(sid, log).await;
+            return Err(e);
+        }
+        Ok(paths)
+    }
+
+    async fn remove_sandbox(&self, sid: &str, log: &Logger) {
+        let child = self
+            .virtiofsd
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(mut child) = child {
+            let _ = child.kill().await;
+        }
+        paths::remove_leftovers(sid, Some(log));
+    }
+
+    fn add_container(
+        &self,
+        paths: &SandboxPaths,
+        id: &str,
+        bundle: &Path,
+        rootfs: &[RootfsMount],
+        binds: &[ShareBind],
+    ) -> Result<ContainerResources, ResourceError> {
+        container::add(paths, id, bundle, rootfs, binds)
+    }
+
+    fn remove_container(&self, container: &ContainerResources) -> Result<(), ResourceError> {
+        container::remove(container)
+    }
+}

@@ -1,0 +1,76 @@
+//! Where a sandbox keeps its files on the host, and their removal.
+
+use std::path::{Path, PathBuf};
+
+use slog::Logger;
+
+use crate::share::ShareDirs;
+
+/// Per-sandbox runtime state directory.
+pub const RUN_ROOT: &str = "/run/kata";
+/// Parent of every sandbox's shared directory.
+pub const SHARE_ROOT: &str = "/run/kata-containers/shared/sandboxes";
+
+/// Where a sandbox keeps its files on the host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SandboxPaths {
+    /// `/run/kata/<sid>`.
+    pub run_dir: PathBuf,
+    /// `/run/kata-containers/shared/sandboxes/<sid>`: `mounts/` (host-only) and its
+    /// read-only view `shared/`, the virtio-fs export.
+    pub share: ShareDirs,
+}
+
+impl SandboxPaths {
+    /// The paths of sandbox `sid`.
+    pub fn new(sid: &str) -> Self {
+        Self {
+            run_dir: Path::new(RUN_ROOT).join(sid),
+            share: ShareDirs::new(Path::new(SHARE_ROOT).join(sid)),
+        }
+    }
+
+    /// The VMM's hybrid vsock socket.
+    pub fn hvsock(&self) -> PathBuf {
+        self.run_dir.join("kata.hvsock")
+    }
+
+    /// The guest console log.
+    pub fn console(&self) -> PathBuf {
+        self.run_dir.join("console.log")
+    }
+
+    /// virtiofsd's vhost-user socket.
+    pub fn virtiofsd_socket(&self) -> PathBuf {
+        self.run_dir.join("virtiofsd.sock")
+    }
+}
+
+/// Removes whatever sandbox `sid` left on the host: mounts, sockets, directories. Nothing
+/// is ever deleted through a mount that could not be detached.
+pub fn remove_leftovers(sid: &str, log: Option<&Logger>) {
+    let paths = SandboxPaths::new(sid);
+    for dir in [&paths.share.root, &paths.run_dir] {
+        if let Err(e) = safe_fs::unmount_and_remove(dir)
+            && let Some(log) = log
+        {
+            slog::warn!(log, "sandbox cleanup left a path in place"; "sandbox" => sid, "error" => %e);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_follow_kata() {
+        let paths = SandboxPaths::new("abc");
+        assert_eq!(paths.run_dir, PathBuf::from("/run/kata/abc"));
+        assert_eq!(
+            paths.share.shared,
+            PathBuf::from("/run/kata-containers/shared/sandboxes/abc/shared")
+        );
+        assert_eq!(paths.hvsock(), PathBuf::from("/run/kata/abc/kata.hvsock"));
+    }
+}

@@ -1,0 +1,213 @@
+//! One sandbox: its host resources, its VM and the agent in it. Started once, by the first
+//! container; stopped when the last one goes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use agent_client::{Agent, AgentClient, Endpoint, TtrpcAgent};
+use async_trait::async_trait;
+use kata_agent_protocols::agent as api;
+use kata_config::{Config, SharedFs};
+use kata_hypervisor::{Hypervisor, VmExit, VmSpec};
+use kata_resource::{HostResources, SandboxPaths, VirtiofsdConfig};
+use slog::Logger;
+
+use crate::error::{Code, RuntimeError, RuntimeResult};
+
+/// Connects to the agent of a booted VM.
+#[async_trait]
+pub trait AgentConnector: Send + Sync {
+    /// Connects through the VMM's hybrid vsock socket, retrying until `deadline`.
+    async fn connect(
+        &self,
+        paths: &SandboxPaths,
+        deadline: Duration,
+        rpc_timeout: Duration,
+    ) -> Result<Arc<dyn Agent>, String>;
+    /// Forwards the agent's log records (vsock port 1025) into `log` until it closes.
+    fn forward_logs(&self, paths: &SandboxPaths, log: Logger);
+}
+
+/// The real connector: ttrpc over hybrid vsock.
+pub struct HybridVsock;
+
+#[async_trait]
+impl AgentConnector for HybridVsock {
+    async fn connect(
+        &self,
+        paths: &SandboxPaths,
+        deadline: Duration,
+        rpc_timeout: Duration,
+    ) -> Result<Arc<dyn Agent>, String> {
+        let endpoint = Endpoint::HybridVsock {
+            uds: paths.hvsock(),
+            port: agent_client::AGENT_VSOCK_PORT,
+        };
+        let client = AgentClient::connect(&endpoint, deadline)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Arc::new(TtrpcAgent {
+            client,
+            rpc_timeout,
+        }))
+    }
+
+    fn forward_logs(&self, paths: &SandboxPaths, log: Logger) {
+        let uds = paths.hvsock();
+        tokio::spawn(async move {
+            let Ok(stream) =
+                agent_client::connect_hybrid_vsock(&uds, agent_client::AGENT_LOG_VSOCK_PORT).await
+            else {
+                return;
+            };
+            let mut reader = tokio::io::BufReader::new(stream);
+            while let Some(line) = crate::agent_log::read_bounded_line(&mut reader).await {
+                crate::agent_log::forward(&log, &line);
+            }
+        });
+    }
+}
+
+/// What a sandbox is built from.
+#[derive(Clone)]
+pub struct Backends {
+    /// The VM.
+    pub hypervisor: Arc<dyn Hypervisor>,
+    /// The host side effects.
+    pub resources: Arc<dyn HostResources>,
+    /// The agent connection.
+    pub agents: Arc<dyn AgentConnector>,
+}
+
+/// Where the guest mounts the share.
+pub const GUEST_SHARE: &str = crate::spec::GUEST_SHARE;
+
+/// A running sandbox.
+pub struct Sandbox {
+    /// Its id (the first container's).
+    pub id: String,
+    /// Its host paths.
+    pub paths: SandboxPaths,
+    /// The agent.
+    pub agent: Arc<dyn Agent>,
+    backends: Backends,
+}
+
+fn vm_spec(config: &Config, paths: &SandboxPaths) -> VmSpec {
+    let db = &config.hypervisor.dragonball;
+    VmSpec {
+        vcpus: config.vcpus(),
+        memory_mib: db.default_memory,
+        kernel: db.kernel.clone(),
+        initrd: db.initrd.clone().unwrap_or_default(),
+        kernel_params: format!("{} {}", db.kernel_params, config.agent_kernel_params()),
+        console: paths.console(),
+        vsock_uds: paths.hvsock(),
+        shared_fs: match db.shared_fs {
+            SharedFs::VirtioFs => kata_hypervisor::SharedFs::VhostUser(paths.virtiofsd_socket()),
+            SharedFs::Inline => kata_hypervisor::SharedFs::Inline(paths.share.shared.clone()),
+        },
+    }
+}
+
+fn virtiofsd_config(config: &Config) -> Option<VirtiofsdConfig> {
+    let db = &config.hypervisor.dragonball;
+    (db.shared_fs == SharedFs::VirtioFs).then(|| VirtiofsdConfig {
+        daemon: db.virtio_fs_daemon.clone(),
+        cache: db.virtio_fs_cache.clone(),
+        extra_args: db.virtio_fs_extra_args.clone(),
+    })
+}
+
+impl Sandbox {
+    /// Creates the host resources, boots the VM, connects to the agent and creates the
+    /// sandbox in it. On failure everything created is removed again.
+    pub async fn start(
+        backends: &Backends,
+        config: &Config,
+        sid: &str,
+        hostname: &str,
+        log: &Logger,
+    ) -> RuntimeResult<Self> {
+        let db = &config.hypervisor.dragonball;
+        let initrd = db.initrd.clone().unwrap_or_default();
+        for (key, path) in [("kernel", &db.kernel), ("initrd", &initrd)] {
+            if !path.is_file() {
+                return Err(RuntimeError::new(
+                    Code::Internal,
+                    format!(
+                        "configuration file {}: key hypervisor.dragonball.{key}: '{}' does not exist",
+                        config.file.display(),
+                        path.display()
+                    ),
+                ));
+            }
+        }
+        let resources = &backends.resources;
+        let paths = resources
+            .create_sandbox(sid, virtiofsd_config(config).as_ref(), log)
+            .await
+            .map_err(|e| RuntimeError::caused(Code::Internal, "preparing the sandbox", e))?;
+        let hypervisor = &backends.hypervisor;
+        if let Err(e) = hypervisor.start(vm_spec(config, &paths)).await {
+            resources.remove_sandbox(sid, log).await;
+            return Err(RuntimeError::caused(Code::Internal, "starting the VM", e));
+        }
+        slog::info!(log, "sandbox VM started"; "sandbox" => sid);
+        let deadline = Duration::from_millis(config.agent.kata.reconnect_timeout_ms);
+        let rpc_timeout = Duration::from_secs(config.agent.kata.create_container_timeout);
+        let agent = match backends.agents.connect(&paths, deadline, rpc_timeout).await {
+            Ok(agent) => agent,
+            Err(e) => {
+                let tail = hypervisor.console_tail(20);
+                hypervisor.stop().await;
+                resources.remove_sandbox(sid, log).await;
+                return Err(RuntimeError::new(
+                    Code::Internal,
+                    format!("{e}; guest console tail:\n{tail}"),
+                ));
+            }
+        };
+        let sandbox = Self {
+            id: sid.to_string(),
+            paths,
+            agent,
+            backends: backends.clone(),
+        };
+        backends.agents.forward_logs(&sandbox.paths, log.clone());
+        let request = api::CreateSandboxRequest {
+            hostname: hostname.to_string(),
+            sandbox_id: sid.to_string(),
+            storages: vec![api::Storage {
+                driver: "virtio-fs".into(),
+                source: "kataShared".into(),
+                fstype: "virtiofs".into(),
+                options: vec!["nodev".into()],
+                mount_point: GUEST_SHARE.to_string() + "/",
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        if let Err(e) = sandbox.agent.create_sandbox(request).await {
+            sandbox.stop(log).await;
+            return Err(RuntimeError::caused(Code::Internal, "in the guest", e));
+        }
+        Ok(sandbox)
+    }
+
+    /// Tells the agent to destroy the sandbox (bounded), stops the VM (bounded), and
+    /// removes the sandbox's host resources.
+    pub async fn stop(&self, log: &Logger) {
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.agent.destroy_sandbox()).await;
+        match self.backends.hypervisor.stop().await {
+            VmExit::Exited(code) => {
+                slog::info!(log, "sandbox VM stopped"; "sandbox" => &self.id, "vmm_exit" => code)
+            }
+            VmExit::Abandoned => {
+                slog::error!(log, "the sandbox VM did not stop in time: abandoned"; "sandbox" => &self.id)
+            }
+            VmExit::NotRunning => {}
+        }
+        self.backends.resources.remove_sandbox(&self.id, log).await;
+    }
+}

@@ -1,0 +1,420 @@
+//! Fakes of everything below the lifecycle: a VM, an agent, the host, an event sink.
+
+#![allow(dead_code)]
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use agent_client::{Agent, RpcError, RpcResult};
+use async_trait::async_trait;
+use kata_agent_protocols::{agent as api, oci};
+use kata_config::Config;
+use kata_hypervisor::{Hypervisor, HypervisorError, VmExit, VmSpec};
+use kata_resource::{
+    ContainerResources, HostResources, ResourceError, RootfsMount, SandboxPaths, ShareBind,
+    VirtiofsdConfig,
+};
+use kata_runtimes::{AgentConnector, Backends, Event, EventSink, Runtime, RuntimeResult};
+use slog::Logger;
+use tokio::sync::watch;
+
+fn failed(rpc: &'static str, why: &str) -> RpcError {
+    RpcError {
+        rpc,
+        source: ttrpc::Error::Others(why.into()),
+    }
+}
+
+/// The guest agent: processes that end when the test (or a signal) says so.
+#[derive(Default)]
+pub struct FakeAgent {
+    processes: Mutex<HashMap<(String, String), watch::Sender<Option<i32>>>>,
+    /// Container ids whose StartContainer fails (a program that cannot be run).
+    pub fail_start: Mutex<HashSet<String>>,
+    /// Every call, in order, by RPC name.
+    pub calls: Mutex<Vec<String>>,
+}
+
+impl FakeAgent {
+    fn record(&self, call: &str) {
+        self.calls.lock().unwrap().push(call.to_string());
+    }
+
+    fn add(&self, id: &str, exec_id: &str) {
+        let (tx, _) = watch::channel(None);
+        self.processes
+            .lock()
+            .unwrap()
+            .insert((id.into(), exec_id.into()), tx);
+    }
+
+    /// Ends a process with `status`.
+    pub fn exit(&self, id: &str, exec_id: &str, status: i32) {
+        if let Some(tx) = self
+            .processes
+            .lock()
+            .unwrap()
+            .get(&(id.into(), exec_id.into()))
+        {
+            tx.send_replace(Some(status));
+        }
+    }
+
+    /// How often `rpc` was called.
+    pub fn count(&self, rpc: &str) -> usize {
+        self.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| *c == rpc)
+            .count()
+    }
+}
+
+#[async_trait]
+impl Agent for FakeAgent {
+    async fn create_sandbox(&self, _: api::CreateSandboxRequest) -> RpcResult<()> {
+        self.record("CreateSandbox");
+        Ok(())
+    }
+    async fn destroy_sandbox(&self) -> RpcResult<()> {
+        self.record("DestroySandbox");
+        Ok(())
+    }
+    async fn create_container(&self, request: api::CreateContainerRequest) -> RpcResult<()> {
+        self.record("CreateContainer");
+        self.add(&request.container_id, "");
+        Ok(())
+    }
+    async fn start_container(&self, id: &str) -> RpcResult<()> {
+        self.record("StartContainer");
+        if self.fail_start.lock().unwrap().contains(id) {
+            return Err(failed("StartContainer", "executable could not be run"));
+        }
+        Ok(())
+    }
+    async fn exec_process(&self, id: &str, exec_id: &str, _: oci::Process) -> RpcResult<()> {
+        self.record("ExecProcess");
+        self.add(id, exec_id);
+        Ok(())
+    }
+    async fn remove_container(&self, id: &str, _: u32) -> RpcResult<()> {
+        self.record("RemoveContainer");
+        let mut processes = self.processes.lock().unwrap();
+        for ((cid, _), tx) in processes.iter() {
+            if cid == id && tx.borrow().is_none() {
+                tx.send_replace(Some(137));
+            }
+        }
+        processes.retain(|(cid, _), _| cid != id);
+        Ok(())
+    }
+    async fn signal_process(&self, id: &str, exec_id: &str, signal: u32) -> RpcResult<()> {
+        self.record("SignalProcess");
+        match self
+            .processes
+            .lock()
+            .unwrap()
+            .get(&(id.into(), exec_id.into()))
+        {
+            Some(tx) => {
+                tx.send_replace(Some(128 + signal as i32));
+                Ok(())
+            }
+            None => Err(failed("SignalProcess", "no such process")),
+        }
+    }
+    async fn wait_process(&self, id: &str, exec_id: &str) -> RpcResult<i32> {
+        self.record("WaitProcess");
+        let rx = self
+            .processes
+            .lock()
+            .unwrap()
+            .get(&(id.into(), exec_id.into()))
+            .map(|tx| tx.subscribe());
+        let Some(mut rx) = rx else {
+            return Err(failed("WaitProcess", "no such process"));
+        };
+        let status = rx
+            .wait_for(Option::is_some)
+            .await
+            .map_err(|_| failed("WaitProcess", "gone"))?;
+        Ok(status.unwrap_or(255))
+    }
+    async fn read_output(&self, _: &str, _: &str, _: bool, _: u32) -> RpcResult<Vec<u8>> {
+        Ok(Vec::new())
+    }
+    async fn write_stdin(&self, _: &str, _: &str, _: Vec<u8>) -> RpcResult<()> {
+        Ok(())
+    }
+    async fn close_stdin(&self, _: &str, _: &str) -> RpcResult<()> {
+        self.record("CloseStdin");
+        Ok(())
+    }
+    async fn tty_win_resize(&self, _: &str, _: &str, _: u32, _: u32) -> RpcResult<()> {
+        Ok(())
+    }
+    async fn set_paused(&self, _: &str, paused: bool) -> RpcResult<()> {
+        self.record(if paused {
+            "PauseContainer"
+        } else {
+            "ResumeContainer"
+        });
+        Ok(())
+    }
+    async fn update_container(&self, _: &str, _: oci::LinuxResources) -> RpcResult<()> {
+        Ok(())
+    }
+    async fn stats_container(&self, _: &str) -> RpcResult<api::StatsContainerResponse> {
+        Ok(Default::default())
+    }
+    async fn get_oom_event(&self) -> RpcResult<String> {
+        std::future::pending().await
+    }
+}
+
+/// A VM that starts (after a short delay, to widen races) unless told to fail.
+#[derive(Default)]
+pub struct FakeVm {
+    pub starts: AtomicUsize,
+    pub stops: AtomicUsize,
+    pub fail: bool,
+}
+
+#[async_trait]
+impl Hypervisor for FakeVm {
+    async fn start(&self, _: VmSpec) -> Result<(), HypervisorError> {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if self.fail {
+            return Err(HypervisorError::Task("no KVM here".into()));
+        }
+        self.starts.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+    async fn stop(&self) -> VmExit {
+        self.stops.fetch_add(1, Ordering::SeqCst);
+        VmExit::Exited(0)
+    }
+    fn console_tail(&self, _: usize) -> String {
+        "[    0.000000] Linux version 6.12".into()
+    }
+}
+
+impl FakeVm {
+    /// VMs running now.
+    pub fn running(&self) -> usize {
+        self.starts.load(Ordering::SeqCst) - self.stops.load(Ordering::SeqCst)
+    }
+}
+
+/// Connects to the shared fake agent, or never answers (`mute`).
+pub struct FakeConnector {
+    pub agent: Arc<FakeAgent>,
+    pub mute: bool,
+}
+
+#[async_trait]
+impl AgentConnector for FakeConnector {
+    async fn connect(
+        &self,
+        _: &SandboxPaths,
+        deadline: Duration,
+        _: Duration,
+    ) -> Result<Arc<dyn Agent>, String> {
+        if self.mute {
+            tokio::time::sleep(deadline).await;
+            return Err(format!("the agent did not answer within {deadline:?}"));
+        }
+        Ok(self.agent.clone())
+    }
+    fn forward_logs(&self, _: &SandboxPaths, _: Logger) {}
+}
+
+/// The host, in memory.
+#[derive(Default)]
+pub struct FakeHost {
+    pub sandboxes: Mutex<HashSet<String>>,
+    pub containers: Mutex<HashSet<PathBuf>>,
+}
+
+#[async_trait]
+impl HostResources for FakeHost {
+    async fn create_sandbox(
+        &self,
+        sid: &str,
+        _: Option<&VirtiofsdConfig>,
+        _: &Logger,
+    ) -> Result<SandboxPaths, ResourceError> {
+        self.sandboxes.lock().unwrap().insert(sid.into());
+        Ok(SandboxPaths::new(sid))
+    }
+    async fn remove_sandbox(&self, sid: &str, _: &Logger) {
+        self.sandboxes.lock().unwrap().remove(sid);
+    }
+    fn add_container(
+        &self,
+        paths: &SandboxPaths,
+        id: &str,
+        bundle: &Path,
+        _: &[RootfsMount],
+        _: &[ShareBind],
+    ) -> Result<ContainerResources, ResourceError> {
+        let entry = paths.share.mounts.join(id);
+        self.containers.lock().unwrap().insert(entry.clone());
+        Ok(ContainerResources {
+            bundle: bundle.into(),
+            mounted_rootfs: false,
+            share_entries: vec![entry],
+        })
+    }
+    fn remove_container(&self, container: &ContainerResources) -> Result<(), ResourceError> {
+        let mut containers = self.containers.lock().unwrap();
+        for entry in &container.share_entries {
+            containers.remove(entry);
+        }
+        Ok(())
+    }
+}
+
+impl FakeHost {
+    /// Nothing is held on the host.
+    pub fn is_empty(&self) -> bool {
+        self.sandboxes.lock().unwrap().is_empty() && self.containers.lock().unwrap().is_empty()
+    }
+}
+
+/// Events, in the order published.
+#[derive(Default)]
+pub struct Events(pub Mutex<Vec<Event>>);
+
+#[async_trait]
+impl EventSink for Events {
+    async fn publish(&self, event: Event) {
+        self.0.lock().unwrap().push(event);
+    }
+}
+
+impl Events {
+    /// The events' kinds, e.g. `["Created c1", "Started c1"]`.
+    pub fn names(&self) -> Vec<String> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|e| match e {
+                Event::Created { id, .. } => format!("Created {id}"),
+                Event::Started { id, .. } => format!("Started {id}"),
+                Event::ExecAdded { id, exec_id } => format!("ExecAdded {id}/{exec_id}"),
+                Event::ExecStarted { id, exec_id, .. } => format!("ExecStarted {id}/{exec_id}"),
+                Event::Exited {
+                    id, exec_id, exit, ..
+                } => format!("Exited {id}/{exec_id} {}", exit.status),
+                Event::Deleted { id, exit, .. } => format!("Deleted {id} {}", exit.status),
+                Event::Oom { id } => format!("Oom {id}"),
+                Event::Paused { id } => format!("Paused {id}"),
+                Event::Resumed { id } => format!("Resumed {id}"),
+            })
+            .collect()
+    }
+}
+
+/// A runtime over fakes, with its scratch directory (configuration, kernel, bundles).
+pub struct World {
+    pub runtime: Arc<Runtime>,
+    pub agent: Arc<FakeAgent>,
+    pub vm: Arc<FakeVm>,
+    pub host: Arc<FakeHost>,
+    pub events: Arc<Events>,
+    pub dir: PathBuf,
+    config: PathBuf,
+}
+
+/// Options of a [`World`].
+#[derive(Default)]
+pub struct Setup {
+    pub vm_fails: bool,
+    pub agent_mute: bool,
+}
+
+impl World {
+    /// A fresh world in its own scratch directory.
+    pub fn new(name: &str, setup: Setup) -> Self {
+        let dir = std::env::temp_dir().join(format!("kata-runtimes-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for file in ["kernel", "initrd"] {
+            std::fs::write(dir.join(file), "").unwrap();
+        }
+        let config = dir.join("configuration.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[hypervisor.dragonball]\nkernel = \"{d}/kernel\"\ninitrd = \"{d}/initrd\"\n\
+                 [agent.kata]\nreconnect_timeout_ms = 200\n[runtime]\n",
+                d = dir.display()
+            ),
+        )
+        .unwrap();
+        let agent = Arc::new(FakeAgent::default());
+        let vm = Arc::new(FakeVm {
+            fail: setup.vm_fails,
+            ..Default::default()
+        });
+        let host = Arc::new(FakeHost::default());
+        let events = Arc::new(Events::default());
+        let backends = Backends {
+            hypervisor: vm.clone(),
+            resources: host.clone(),
+            agents: Arc::new(FakeConnector {
+                agent: agent.clone(),
+                mute: setup.agent_mute,
+            }),
+        };
+        let log = Logger::root(slog::Discard, slog::o!());
+        let runtime = Runtime::new(backends, events.clone(), Arc::new(Mutex::new(log)));
+        Self {
+            runtime,
+            agent,
+            vm,
+            host,
+            events,
+            dir,
+            config,
+        }
+    }
+
+    /// Creates container `id` from a fresh bundle.
+    pub async fn create(&self, id: &str) -> RuntimeResult<u32> {
+        let bundle = self.dir.join(format!("bundle-{id}"));
+        std::fs::create_dir_all(bundle.join("rootfs")).unwrap();
+        std::fs::write(
+            bundle.join("config.json"),
+            r#"{"ociVersion":"1.0.2","process":{"user":{"uid":0,"gid":0},"args":["sh"],"cwd":"/"},"root":{"path":"rootfs"}}"#,
+        )
+        .unwrap();
+        let request = kata_runtimes::CreateRequest {
+            id: id.into(),
+            bundle,
+            ..Default::default()
+        };
+        let config = self.config.clone();
+        let load = move || {
+            Config::load(&config).map_err(|e| {
+                kata_runtimes::RuntimeError::new(
+                    kata_runtimes::Code::InvalidArgument,
+                    e.to_string(),
+                )
+            })
+        };
+        self.runtime.create(request, &load).await
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
