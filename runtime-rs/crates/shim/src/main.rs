@@ -2,6 +2,7 @@
 //! is a Dragonball microVM running inside this process; the guest agent runs the
 //! containers. containerd invokes it as `… start`, `… delete`, or as the ttrpc server.
 
+mod convert;
 mod events;
 mod log;
 mod metrics;

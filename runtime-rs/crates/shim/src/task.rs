@@ -8,51 +8,13 @@ use containerd_shim::asynchronous::ExitSignal;
 use containerd_shim_protos::api;
 use containerd_shim_protos::protobuf::MessageField;
 use containerd_shim_protos::shim_async::Task;
-use containerd_shim_protos::types::task::Status as TaskStatus;
 use kata_config::Config;
-use kata_resource::RootfsMount;
-use kata_runtimes::{
-    Code, CreateRequest, Runtime, RuntimeError, RuntimeResult, Status, StdioPaths,
-};
+use kata_runtimes::{Code, CreateRequest, Runtime, RuntimeError, RuntimeResult};
 use slog::Logger;
 use ttrpc::r#async::TtrpcContext;
 
+use crate::convert::{invalid, rootfs, status_of, stdio, to_ttrpc};
 use crate::events::timestamp;
-
-/// The one mapping of runtime errors onto ttrpc status codes.
-fn to_ttrpc(e: RuntimeError) -> ttrpc::Error {
-    let code = match e.code {
-        Code::InvalidArgument => ttrpc::Code::INVALID_ARGUMENT,
-        Code::NotFound => ttrpc::Code::NOT_FOUND,
-        Code::AlreadyExists => ttrpc::Code::ALREADY_EXISTS,
-        Code::FailedPrecondition => ttrpc::Code::FAILED_PRECONDITION,
-        Code::Unimplemented => ttrpc::Code::UNIMPLEMENTED,
-        Code::Internal => ttrpc::Code::INTERNAL,
-    };
-    ttrpc::Error::RpcStatus(ttrpc::get_status(code, e.message))
-}
-
-fn invalid(message: impl Into<String>) -> ttrpc::Error {
-    to_ttrpc(RuntimeError::new(Code::InvalidArgument, message))
-}
-
-fn status_of(status: Status) -> TaskStatus {
-    match status {
-        Status::Created => TaskStatus::CREATED,
-        Status::Running => TaskStatus::RUNNING,
-        Status::Paused => TaskStatus::PAUSED,
-        Status::Stopped => TaskStatus::STOPPED,
-    }
-}
-
-fn stdio(stdin: &str, stdout: &str, stderr: &str, terminal: bool) -> StdioPaths {
-    StdioPaths {
-        stdin: stdin.into(),
-        stdout: stdout.into(),
-        stderr: stderr.into(),
-        terminal,
-    }
-}
 
 /// The Task service of one shim.
 #[derive(Clone)]
@@ -114,15 +76,7 @@ impl Task for KataTask {
         let request = CreateRequest {
             id: req.id.clone(),
             bundle: PathBuf::from(&req.bundle),
-            rootfs: req
-                .rootfs
-                .iter()
-                .map(|m| RootfsMount {
-                    fstype: m.type_.clone(),
-                    source: m.source.clone(),
-                    options: m.options.clone(),
-                })
-                .collect(),
+            rootfs: rootfs(&req.rootfs),
             stdio: stdio(&req.stdin, &req.stdout, &req.stderr, req.terminal),
         };
         let load = || self.load_config(&req.options);

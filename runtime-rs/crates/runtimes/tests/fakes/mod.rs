@@ -28,10 +28,13 @@ fn failed(rpc: &'static str, why: &str) -> RpcError {
     }
 }
 
+/// A process's exit status, by (container id, exec id).
+type Exits = HashMap<(String, String), watch::Sender<Option<i32>>>;
+
 /// The guest agent: processes that end when the test (or a signal) says so.
 #[derive(Default)]
 pub struct FakeAgent {
-    processes: Mutex<HashMap<(String, String), watch::Sender<Option<i32>>>>,
+    processes: Mutex<Exits>,
     /// Container ids whose StartContainer fails (a program that cannot be run).
     pub fail_start: Mutex<HashSet<String>>,
     /// Every call, in order, by RPC name.

@@ -1,0 +1,295 @@
+//! The lifecycle rules of one shim: the sandbox, its containers and their processes, with
+//! events in containerd's order. No containerd and no KVM: everything below goes through
+//! [`Backends`], so fakes can stand in for the VM, the agent and the host.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kata_config::Config;
+use kata_resource::RootfsMount;
+use slog::Logger;
+use tokio::sync::Mutex;
+
+mod controls;
+mod processes;
+
+use crate::error::{Code, RuntimeError, RuntimeResult};
+use crate::events::{Event, EventSink, killed_now};
+use crate::process::{Container, Exit, Process, Status, StdioPaths};
+use crate::sandbox::{Backends, Sandbox};
+use crate::spec;
+
+/// How long CloseIO lets the stdin copy reach the FIFO's end before closing stdin.
+pub const STDIN_GRACE: Duration = Duration::from_secs(5);
+
+/// The exit status of a process whose Start failed in the guest.
+pub const FAILED_START_STATUS: u32 = 255;
+
+/// What Create is given.
+#[derive(Clone, Debug, Default)]
+pub struct CreateRequest {
+    /// Container id (the sandbox's, for the first one).
+    pub id: String,
+    /// containerd's bundle directory (with config.json).
+    pub bundle: PathBuf,
+    /// containerd's rootfs mounts.
+    pub rootfs: Vec<RootfsMount>,
+    /// stdio.
+    pub stdio: StdioPaths,
+}
+
+/// What State answers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcessState {
+    /// containerd's bundle.
+    pub bundle: PathBuf,
+    /// Status.
+    pub status: Status,
+    /// stdio.
+    pub stdio: StdioPaths,
+    /// Exit, once known.
+    pub exit: Option<Exit>,
+}
+
+/// Loads the configuration for the sandbox (only the first Create calls it).
+pub type ConfigLoader<'a> = &'a (dyn Fn() -> RuntimeResult<Config> + Send + Sync);
+
+#[derive(Default)]
+struct State {
+    sandbox: Option<Arc<Sandbox>>,
+    containers: HashMap<String, Container>,
+}
+
+/// One shim's sandbox and containers.
+pub struct Runtime {
+    state: Mutex<State>,
+    /// Held by Create from its checks to its insert: two first Creates boot one VM.
+    creating: Mutex<()>,
+    backends: Backends,
+    events: Arc<dyn EventSink>,
+    log: Arc<std::sync::Mutex<Logger>>,
+    pid: u32,
+}
+
+impl Runtime {
+    /// A runtime with no sandbox yet; `log` may be replaced by the config loader.
+    pub fn new(
+        backends: Backends,
+        events: Arc<dyn EventSink>,
+        log: Arc<std::sync::Mutex<Logger>>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(State::default()),
+            creating: Mutex::new(()),
+            backends,
+            events,
+            log,
+            pid: std::process::id(),
+        })
+    }
+
+    /// The pid reported for every process (the shim's: the workload runs in the VM).
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    fn log(&self) -> Logger {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    async fn sandbox(&self) -> RuntimeResult<Arc<Sandbox>> {
+        self.state.lock().await.sandbox.clone().ok_or_else(|| {
+            RuntimeError::new(Code::FailedPrecondition, "the sandbox is not running")
+        })
+    }
+
+    /// Creates a container; the first one boots the sandbox (loading the configuration).
+    pub async fn create(
+        self: &Arc<Self>,
+        request: CreateRequest,
+        load_config: ConfigLoader<'_>,
+    ) -> RuntimeResult<u32> {
+        let result = self.create_inner(&request, load_config).await;
+        match result {
+            Ok(()) => {
+                slog::info!(self.log(), "container created"; "container" => &request.id);
+                self.events
+                    .publish(Event::Created {
+                        id: request.id.clone(),
+                        bundle: request.bundle.to_string_lossy().into_owned(),
+                        rootfs: request.rootfs.clone(),
+                        stdio: request.stdio.clone(),
+                        pid: self.pid,
+                    })
+                    .await;
+                Ok(self.pid)
+            }
+            Err(e) => {
+                slog::error!(self.log(), "create failed"; "container" => &request.id, "error" => %e);
+                self.teardown_if_empty().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn create_inner(
+        self: &Arc<Self>,
+        request: &CreateRequest,
+        load_config: ConfigLoader<'_>,
+    ) -> RuntimeResult<()> {
+        let _creating = self.creating.lock().await;
+        let id = &request.id;
+        if self.state.lock().await.containers.contains_key(id) {
+            return Err(RuntimeError::new(
+                Code::AlreadyExists,
+                format!("container {id} already exists"),
+            ));
+        }
+        let config_json = request.bundle.join("config.json");
+        let oci = oci_spec::runtime::Spec::load(&config_json).map_err(|e| {
+            RuntimeError::new(
+                Code::InvalidArgument,
+                format!("{}: {e}", config_json.display()),
+            )
+        })?;
+        let guest = spec::for_guest(&oci, id)
+            .map_err(|e| RuntimeError::new(Code::InvalidArgument, format!("config.json: {e}")))?;
+        let existing = self.state.lock().await.sandbox.clone();
+        let sandbox = match existing {
+            Some(sandbox) => sandbox,
+            None => {
+                let config = load_config()?;
+                let hostname = oci.hostname().clone().unwrap_or_default();
+                let sandbox = Sandbox::start(&self.backends, &config, id, &hostname, &self.log())
+                    .await
+                    .map(Arc::new)?;
+                self.state.lock().await.sandbox = Some(sandbox.clone());
+                self.watch_oom(sandbox.clone());
+                sandbox
+            }
+        };
+        let resources = &self.backends.resources;
+        let host = resources
+            .add_container(
+                &sandbox.paths,
+                id,
+                &request.bundle,
+                &request.rootfs,
+                &guest.binds,
+            )
+            .map_err(|e| RuntimeError::caused(Code::Internal, "container rootfs and binds", e))?;
+        let create = kata_agent_protocols::agent::CreateContainerRequest {
+            container_id: id.clone(),
+            exec_id: id.clone(),
+            OCI: Some(guest.spec).into(),
+            ..Default::default()
+        };
+        if let Err(e) = sandbox.agent.create_container(create).await {
+            let _ = resources.remove_container(&host);
+            return Err(RuntimeError::caused(Code::Internal, "in the guest", e));
+        }
+        let container = Container {
+            bundle: request.bundle.clone(),
+            init: Process::new(request.stdio.clone(), None),
+            execs: HashMap::new(),
+            paused: false,
+            host,
+        };
+        self.state
+            .lock()
+            .await
+            .containers
+            .insert(id.clone(), container);
+        Ok(())
+    }
+
+    /// Deletes an exec (its exit) or a container (its init's exit; the last one stops
+    /// the sandbox).
+    pub async fn delete(&self, id: &str, exec_id: &str) -> RuntimeResult<Option<Exit>> {
+        let sandbox = self.sandbox().await.ok();
+        let exit = {
+            let mut state = self.state.lock().await;
+            let container = state
+                .containers
+                .get_mut(id)
+                .ok_or_else(|| RuntimeError::not_found(id, exec_id))?;
+            if !exec_id.is_empty() {
+                let process = container
+                    .execs
+                    .remove(exec_id)
+                    .ok_or_else(|| RuntimeError::not_found(id, exec_id))?;
+                return Ok(process.exited());
+            }
+            container.init.exited()
+        };
+        if let Some(sandbox) = &sandbox
+            && let Err(e) = sandbox.agent.remove_container(id, 10).await
+        {
+            slog::warn!(self.log(), "RemoveContainer failed"; "container" => id, "error" => %e);
+        }
+        let container = self.state.lock().await.containers.remove(id);
+        if let Some(container) = container
+            && let Err(e) = self.backends.resources.remove_container(&container.host)
+        {
+            slog::warn!(self.log(), "a share entry was left in place"; "container" => id, "error" => %e);
+        }
+        let exit = exit.unwrap_or_else(killed_now);
+        self.events
+            .publish(Event::Deleted {
+                id: id.into(),
+                pid: self.pid,
+                exit,
+            })
+            .await;
+        self.teardown_if_empty().await;
+        Ok(Some(exit))
+    }
+
+    /// The state of a process.
+    pub async fn state(&self, id: &str, exec_id: &str) -> RuntimeResult<ProcessState> {
+        let state = self.state.lock().await;
+        let container = state
+            .containers
+            .get(id)
+            .ok_or_else(|| RuntimeError::not_found(id, exec_id))?;
+        let process = container
+            .process(exec_id)
+            .ok_or_else(|| RuntimeError::not_found(id, exec_id))?;
+        Ok(ProcessState {
+            bundle: container.bundle.clone(),
+            status: container.status(exec_id),
+            stdio: process.stdio.clone(),
+            exit: process.exited(),
+        })
+    }
+
+    /// Whether container `id` exists.
+    pub async fn has_container(&self, id: &str) -> bool {
+        self.state.lock().await.containers.contains_key(id)
+    }
+
+    /// Shutdown: with no container left, stops the sandbox and returns true (the shim
+    /// may exit); otherwise does nothing and returns false.
+    pub async fn shutdown(&self) -> bool {
+        if !self.state.lock().await.containers.is_empty() {
+            return false;
+        }
+        self.teardown_if_empty().await;
+        true
+    }
+
+    async fn teardown_if_empty(&self) {
+        let sandbox = {
+            let mut state = self.state.lock().await;
+            if !state.containers.is_empty() {
+                return;
+            }
+            state.sandbox.take()
+        };
+        if let Some(sandbox) = sandbox {
+            sandbox.stop(&self.log()).await;
+        }
+    }
+}
