@@ -62,6 +62,23 @@ struct State {
     containers: HashMap<String, Container>,
 }
 
+impl State {
+    /// Container `id`, or NOT_FOUND naming it.
+    fn container(&mut self, id: &str) -> RuntimeResult<&mut Container> {
+        self.containers
+            .get_mut(id)
+            .ok_or_else(|| RuntimeError::not_found(id, ""))
+    }
+
+    /// Process `exec_id` ("" = init) of container `id`, or NOT_FOUND naming it.
+    fn process(&mut self, id: &str, exec_id: &str) -> RuntimeResult<&mut Process> {
+        self.containers
+            .get_mut(id)
+            .and_then(|c| c.process_mut(exec_id))
+            .ok_or_else(|| RuntimeError::not_found(id, exec_id))
+    }
+}
+
 /// One shim's sandbox and containers.
 pub struct Runtime {
     state: Mutex<State>,
@@ -211,10 +228,7 @@ impl Runtime {
         let sandbox = self.sandbox().await.ok();
         let exit = {
             let mut state = self.state.lock().await;
-            let container = state
-                .containers
-                .get_mut(id)
-                .ok_or_else(|| RuntimeError::not_found(id, exec_id))?;
+            let container = state.container(id)?;
             if !exec_id.is_empty() {
                 let process = container
                     .execs
@@ -249,17 +263,13 @@ impl Runtime {
 
     /// The state of a process.
     pub async fn state(&self, id: &str, exec_id: &str) -> RuntimeResult<ProcessState> {
-        let state = self.state.lock().await;
-        let container = state
-            .containers
-            .get(id)
-            .ok_or_else(|| RuntimeError::not_found(id, exec_id))?;
-        let process = container
-            .process(exec_id)
-            .ok_or_else(|| RuntimeError::not_found(id, exec_id))?;
+        let mut state = self.state.lock().await;
+        let status = state.container(id)?.status(exec_id);
+        let bundle = state.container(id)?.bundle.clone();
+        let process = state.process(id, exec_id)?;
         Ok(ProcessState {
-            bundle: container.bundle.clone(),
-            status: container.status(exec_id),
+            bundle,
+            status,
             stdio: process.stdio.clone(),
             exit: process.exited(),
         })

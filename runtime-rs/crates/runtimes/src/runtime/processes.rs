@@ -16,14 +16,8 @@ impl Runtime {
     pub async fn start(self: &Arc<Self>, id: &str, exec_id: &str) -> RuntimeResult<u32> {
         let sandbox = self.sandbox().await?;
         let (stdio, spec) = {
-            let state = self.state.lock().await;
-            let container = state
-                .containers
-                .get(id)
-                .ok_or_else(|| RuntimeError::not_found(id, ""))?;
-            let process = container
-                .process(exec_id)
-                .ok_or_else(|| RuntimeError::not_found(id, exec_id))?;
+            let mut state = self.state.lock().await;
+            let process = state.process(id, exec_id)?;
             if process.started {
                 return Err(RuntimeError::new(
                     Code::FailedPrecondition,
@@ -49,11 +43,7 @@ impl Runtime {
         let (io, stdin_done) = stdio::start_io(agent, id, exec_id, &stdio);
         let sender = {
             let mut state = self.state.lock().await;
-            let process = state
-                .containers
-                .get_mut(id)
-                .and_then(|c| c.process_mut(exec_id))
-                .ok_or_else(|| RuntimeError::not_found(id, exec_id))?;
+            let process = state.process(id, exec_id)?;
             process.started = true;
             process.stdin_done = Some(stdin_done);
             process.exit_sender()
@@ -143,11 +133,7 @@ impl Runtime {
         let sandbox = self.sandbox().await?;
         let never_started = {
             let mut state = self.state.lock().await;
-            let process = state
-                .containers
-                .get_mut(id)
-                .and_then(|c| c.process_mut(exec_id))
-                .ok_or_else(|| RuntimeError::not_found(id, exec_id))?;
+            let process = state.process(id, exec_id)?;
             if process.exited().is_some() {
                 return if signal == 9 || signal == 15 {
                     Ok(())
@@ -192,10 +178,7 @@ impl Runtime {
     ) -> RuntimeResult<()> {
         {
             let mut state = self.state.lock().await;
-            let container = state
-                .containers
-                .get_mut(id)
-                .ok_or_else(|| RuntimeError::not_found(id, ""))?;
+            let container = state.container(id)?;
             if container.execs.contains_key(exec_id) {
                 return Err(RuntimeError::new(
                     Code::AlreadyExists,
@@ -225,14 +208,8 @@ impl Runtime {
     /// Waits for a process's exit without holding any lock.
     pub async fn wait(&self, id: &str, exec_id: &str) -> RuntimeResult<Exit> {
         let mut exit = {
-            let state = self.state.lock().await;
-            state
-                .containers
-                .get(id)
-                .and_then(|c| c.process(exec_id))
-                .ok_or_else(|| RuntimeError::not_found(id, exec_id))?
-                .exit
-                .clone()
+            let mut state = self.state.lock().await;
+            state.process(id, exec_id)?.exit.clone()
         };
         let seen = exit
             .wait_for(Option::is_some)
@@ -247,14 +224,8 @@ impl Runtime {
     pub async fn close_stdin(&self, id: &str, exec_id: &str) -> RuntimeResult<()> {
         let sandbox = self.sandbox().await?;
         let stdin_done = {
-            let state = self.state.lock().await;
-            state
-                .containers
-                .get(id)
-                .and_then(|c| c.process(exec_id))
-                .ok_or_else(|| RuntimeError::not_found(id, exec_id))?
-                .stdin_done
-                .clone()
+            let mut state = self.state.lock().await;
+            state.process(id, exec_id)?.stdin_done.clone()
         };
         let (id, exec_id) = (id.to_string(), exec_id.to_string());
         // The copy closes stdin itself at the FIFO's end; close it here only if that
