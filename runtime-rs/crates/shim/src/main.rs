@@ -8,6 +8,7 @@ mod log;
 mod metrics;
 mod options;
 mod task;
+mod vmm_log;
 
 use std::sync::Arc;
 
@@ -101,6 +102,7 @@ impl Shim for KataShim {
 
     async fn create_task_service(&self, publisher: RemotePublisher) -> Self::T {
         let log = Arc::new(std::sync::Mutex::new(crate::log::open(&self.id, false)));
+        vmm_log::install(log.clone());
         let events = Arc::new(events::Publisher {
             remote: publisher,
             namespace: self.namespace.clone(),
