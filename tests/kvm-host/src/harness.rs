@@ -383,8 +383,10 @@ fn build_l1_initrd(inv: &Invocation, l1: &artifacts::L1Artifacts) -> Result<L1Bo
     })
 }
 
-/// The host TSC frequency in kHz, which the x86_64 L1 needs (`tsc_early_khz=`).
-fn host_tsc_khz() -> Option<u64> {
+/// The host TSC frequency in kHz, which an x86_64 guest under TCG needs
+/// (`tsc_early_khz=`): calibrating against the emulated PIT fails on a loaded host, and
+/// the kernel then hangs in early boot.
+pub fn host_tsc_khz() -> Option<u64> {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").ok()?;
     let mhz: f64 = cpuinfo
         .lines()
