@@ -87,10 +87,10 @@ pub enum VmmActionError {
     },
     /// Booting failed.
     #[error("starting the microVM: {0}")]
-    StartMicroVm(String),
+    StartMicroVm(#[source] crate::vm::StartError),
     /// Pausing or resuming failed.
-    #[error("{0}")]
-    PauseResume(String),
+    #[error(transparent)]
+    PauseResume(#[from] crate::vcpu::PauseTimeout),
     /// The VMM thread is gone (the VM exited or the VMM crashed).
     #[error("the VMM is no longer running")]
     VmmGone,

@@ -14,6 +14,14 @@ use vmm_sys_util::signal::{Killable, SIGRTMIN, register_signal_handler};
 
 use crate::arch;
 
+/// How long a pause waits for every vCPU to park.
+pub const PAUSE_BOUND: Duration = Duration::from_secs(5);
+
+/// Not every vCPU parked within [`PAUSE_BOUND`]; they were set running again.
+#[derive(Debug, thiserror::Error)]
+#[error("the vCPUs did not pause within {0:?}")]
+pub struct PauseTimeout(pub Duration);
+
 /// Why the VM ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExitInfo {
@@ -254,9 +262,9 @@ impl VcpuManager {
     }
 
     /// Pauses every vCPU and waits until all are parked.
-    pub fn pause(&self) -> Result<(), String> {
+    pub fn pause(&self) -> Result<(), PauseTimeout> {
         self.set(Command::Pause);
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + PAUSE_BOUND;
         loop {
             self.kick_all();
             let alive = self.handles.iter().filter(|h| !h.is_finished()).count();
@@ -271,7 +279,7 @@ impl VcpuManager {
                 .unwrap_or_else(|p| p.into_inner());
             if Instant::now() > deadline {
                 self.set(Command::Run);
-                return Err("vCPUs did not pause within 5 s".into());
+                return Err(PauseTimeout(PAUSE_BOUND));
             }
         }
     }

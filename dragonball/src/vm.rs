@@ -17,12 +17,21 @@ use crate::vcpu::{ExitInfo, VcpuManager, VcpuSpec, VmExit};
 use dbs_address_space::GuestMemory;
 use dbs_virtio_devices::VirtioDevice;
 
+/// The underlying failure of one start step.
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
 /// Why StartMicroVm failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// A KVM call failed.
-    #[error("KVM: {0}")]
-    Kvm(String),
+    /// A KVM call (or a vCPU/VM setup step built on KVM calls) failed.
+    #[error("KVM, {step}: {source}")]
+    Kvm {
+        /// The step, e.g. `KVM_CREATE_IRQCHIP`.
+        step: String,
+        /// Why.
+        #[source]
+        source: Cause,
+    },
     /// The kernel cannot be used.
     #[error("kernel '{}': {reason}", path.display())]
     Kernel {
@@ -46,20 +55,69 @@ pub enum StartError {
     #[error(transparent)]
     Memory(#[from] dbs_address_space::MemoryError),
     /// The interrupt controller could not be set up.
-    #[error("interrupt controller: {0}")]
-    Irqchip(String),
+    #[error("interrupt controller: {source}")]
+    Irqchip {
+        /// Why.
+        #[source]
+        source: Cause,
+    },
     /// A device could not be set up.
-    #[error("devices: {0}")]
-    Devices(String),
-    /// The boot information could not be built.
-    #[error("device tree: {0}")]
-    Fdt(String),
+    #[error("device {device}: {source}")]
+    Device {
+        /// The device's name.
+        device: String,
+        /// Why.
+        #[source]
+        source: Cause,
+    },
+    /// More virtio devices than the machine has MMIO slots.
+    #[error("no free virtio-mmio slot for device {device}")]
+    NoMmioSlot {
+        /// The device that did not fit.
+        device: String,
+    },
+    /// Boot data (device tree, zero page, tables, command line) could not be built or
+    /// written to guest memory.
+    #[error("boot data, {what}: {source}")]
+    BootData {
+        /// Which piece.
+        what: String,
+        /// Why.
+        #[source]
+        source: Cause,
+    },
     /// The console sink could not be opened.
     #[error("console: {0}")]
-    Console(String),
+    Console(#[source] std::io::Error),
     /// This host or build cannot run the requested machine.
     #[error("{0}")]
     Unsupported(String),
+}
+
+impl StartError {
+    /// A failed KVM step.
+    pub fn kvm(step: impl Into<String>, source: impl Into<Cause>) -> Self {
+        Self::Kvm {
+            step: step.into(),
+            source: source.into(),
+        }
+    }
+
+    /// A device that could not be set up.
+    pub fn device(device: impl Into<String>, source: impl Into<Cause>) -> Self {
+        Self::Device {
+            device: device.into(),
+            source: source.into(),
+        }
+    }
+
+    /// Boot data that could not be built or written.
+    pub fn boot_data(what: impl Into<String>, source: impl Into<Cause>) -> Self {
+        Self::BootData {
+            what: what.into(),
+            source: source.into(),
+        }
+    }
 }
 
 /// Copies the initrd at `path` to the top of RAM (page aligned, below `ram_end`), above
@@ -366,7 +424,7 @@ impl Vm {
             Err(e) => {
                 // Everything built so far was dropped; the VM can be configured again.
                 self.state = InstanceState::Uninitialized;
-                Err(VmmActionError::StartMicroVm(e.to_string()))
+                Err(VmmActionError::StartMicroVm(e))
             }
         }
     }
@@ -377,18 +435,19 @@ impl Vm {
         exit: Arc<VmExit>,
     ) -> Result<(Running, Vec<Subscriber>), StartError> {
         let kvm = Kvm::new().map_err(|e| {
-            StartError::Kvm(format!(
-                "opening /dev/kvm: {e} (this needs real KVM: run inside the KVM test host, see README)"
-            ))
+            StartError::kvm(
+                "opening /dev/kvm (this needs real KVM: run inside the KVM test host, see README)",
+                e,
+            )
         })?;
         let vm_fd = Arc::new(
             kvm.create_vm()
-                .map_err(|e| StartError::Kvm(format!("KVM_CREATE_VM: {e}")))?,
+                .map_err(|e| StartError::kvm("KVM_CREATE_VM", e))?,
         );
         let size = self.config.mem_size_mib as u64 * (1 << 20);
         let memory = dbs_address_space::create(&vm_fd, &arch::memory_ranges(size))?;
         let (console, console_socket) =
-            Console::open(&self.config.console).map_err(|e| StartError::Console(e.to_string()))?;
+            Console::open(&self.config.console).map_err(StartError::Console)?;
         let mut virtio_devices: Vec<(&'static str, Box<dyn VirtioDevice>)> = Vec::new();
         let mut subscribers: Vec<Subscriber> = console_socket.into_iter().collect();
         for block in &self.blocks {
@@ -398,27 +457,27 @@ impl Vm {
                 serial: block.drive_id.clone(),
             };
             let (device, handler) = dbs_virtio_devices::block::BlockDevice::new(&config)
-                .map_err(|e| StartError::Devices(e.to_string()))?;
+                .map_err(|e| StartError::device(format!("block {}", block.drive_id), e))?;
             virtio_devices.push(("block", Box::new(device)));
             subscribers.push(handler);
         }
         for fs in &self.fs {
-            let dev_err = |e: &dyn std::fmt::Display| StartError::Devices(e.to_string());
+            let dev_err = |e: Cause| StartError::device(format!("virtio-fs {}", fs.tag), e);
             match &fs.backend {
                 FsBackend::Inline { shared_dir } => {
                     let config = dbs_virtio_devices::fs::FsConfig {
                         tag: fs.tag.clone(),
                         shared_dir: shared_dir.clone(),
                     };
-                    let (device, handler) =
-                        dbs_virtio_devices::fs::FsDevice::new(&config).map_err(|e| dev_err(&e))?;
+                    let (device, handler) = dbs_virtio_devices::fs::FsDevice::new(&config)
+                        .map_err(|e| dev_err(e.into()))?;
                     virtio_devices.push(("virtio-fs", Box::new(device)));
                     subscribers.push(handler);
                 }
                 FsBackend::VhostUser { socket } => {
                     let (device, handler) =
                         dbs_virtio_devices::fs::VhostUserFsDevice::new(&fs.tag, socket)
-                            .map_err(|e| dev_err(&e))?;
+                            .map_err(|e| dev_err(e.into()))?;
                     virtio_devices.push(("virtio-fs", Box::new(device)));
                     subscribers.push(handler);
                 }
@@ -430,7 +489,7 @@ impl Vm {
                 mac: *mac,
             };
             let (device, handler) = dbs_virtio_devices::net::NetDevice::new(&config)
-                .map_err(|e| StartError::Devices(e.to_string()))?;
+                .map_err(|e| StartError::device(format!("net {}", net.host_dev_name), e))?;
             virtio_devices.push(("net", Box::new(device)));
             subscribers.push(handler);
         }
@@ -440,7 +499,7 @@ impl Vm {
                 uds_path: vsock.uds_path.clone(),
             };
             let (device, muxer) = dbs_virtio_devices::vsock::VsockDevice::new(&config)
-                .map_err(|e| StartError::Devices(e.to_string()))?;
+                .map_err(|e| StartError::device("vsock", e))?;
             virtio_devices.push(("vsock", Box::new(device)));
             subscribers.push(muxer);
         }
@@ -456,7 +515,7 @@ impl Vm {
             exit: exit.clone(),
         })?;
         let vcpus = VcpuManager::start(machine.vcpus, machine.devices.into_bus(), exit)
-            .map_err(|e| StartError::Kvm(format!("starting vCPU threads: {e}")))?;
+            .map_err(|e| StartError::kvm("starting vCPU threads", e))?;
         Ok((
             Running {
                 vcpus,

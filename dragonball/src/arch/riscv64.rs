@@ -118,10 +118,9 @@ impl Irqchip {
                     // SAFETY: dup of a valid vCPU fd; the result is checked and owned.
                     let raw = unsafe { libc::dup(vcpu.as_raw_fd()) };
                     if raw < 0 {
-                        return Err(StartError::Irqchip(format!(
-                            "dup of a vCPU fd: {}",
-                            std::io::Error::last_os_error()
-                        )));
+                        return Err(StartError::Irqchip {
+                            source: Box::new(std::io::Error::last_os_error()),
+                        });
                     }
                     // SAFETY: `raw` is a fresh fd nothing else owns.
                     fds.push(unsafe { OwnedFd::from_raw_fd(raw) });
@@ -133,7 +132,9 @@ impl Irqchip {
                 );
                 Ok(Irqchip::Plic(Arc::new(plic)))
             }
-            Err(other) => Err(StartError::Irqchip(other.to_string())),
+            Err(other) => Err(StartError::Irqchip {
+                source: Box::new(other),
+            }),
         }
     }
 
@@ -160,7 +161,7 @@ pub fn virtio_slot(index: u32) -> Option<MmioSlot> {
 }
 
 fn kvm_err(step: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> StartError {
-    move |e| StartError::Kvm(format!("{step}: {e}"))
+    move |e| StartError::kvm(step, e)
 }
 
 /// Where the kernel, FDT and initrd went.
@@ -231,7 +232,7 @@ pub fn create_machine(mut inputs: MachineInputs<'_>) -> Result<Machine, StartErr
     if let Irqchip::Plic(plic) = &irqchip {
         devices
             .register_mmio("plic", plic.clone(), layout::PLIC_BASE, layout::PLIC_SIZE)
-            .map_err(|e| StartError::Devices(e.to_string()))?;
+            .map_err(|e| StartError::device("plic", e))?;
     }
     let serial_irq = irqchip.line(inputs.vm_fd, layout::SERIAL_IRQ);
     let serial = Arc::new(SerialDevice::new(
@@ -243,26 +244,29 @@ pub fn create_machine(mut inputs: MachineInputs<'_>) -> Result<Machine, StartErr
         .set_input(&(serial.clone() as Arc<dyn crate::console::ConsoleInput>));
     devices
         .register_mmio("serial", serial, layout::SERIAL_BASE, layout::SERIAL_SIZE)
-        .map_err(|e| StartError::Devices(e.to_string()))?;
+        .map_err(|e| StartError::device("serial", e))?;
     let mut virtio_slots = Vec::new();
     for (index, (name, device)) in std::mem::take(&mut inputs.virtio_devices)
         .into_iter()
         .enumerate()
     {
-        let slot = virtio_slot(index as u32)
-            .ok_or_else(|| StartError::Devices(format!("no free virtio-mmio slot for {name}")))?;
+        let slot = virtio_slot(index as u32).ok_or_else(|| StartError::NoMmioSlot {
+            device: name.to_string(),
+        })?;
         let line = irqchip.line(inputs.vm_fd, slot.irq);
         devices
             .add_virtio(name, inputs.vm_fd, inputs.memory, device, slot, line)
-            .map_err(|e| StartError::Devices(e.to_string()))?;
+            .map_err(|e| StartError::device(name, e))?;
         virtio_slots.push(slot);
     }
 
     let loaded = load_images(&inputs, mem_size)?;
 
     let with_aia = matches!(irqchip, Irqchip::Aia(_));
-    let isa = rv::discover_isa(&fds[0], with_aia).map_err(|e| StartError::Kvm(e.to_string()))?;
-    let timebase = rv::timer_frequency(&fds[0]).map_err(|e| StartError::Kvm(e.to_string()))?;
+    let isa =
+        rv::discover_isa(&fds[0], with_aia).map_err(|e| StartError::kvm("reading the ISA", e))?;
+    let timebase = rv::timer_frequency(&fds[0])
+        .map_err(|e| StartError::kvm("reading the timer frequency", e))?;
     let cmdline = inputs
         .boot
         .boot_args
@@ -274,9 +278,10 @@ pub fn create_machine(mut inputs: MachineInputs<'_>) -> Result<Machine, StartErr
         isa_extensions: isa.extensions,
         mmu_type: isa.mmu_type.map(str::to_string),
         timebase_frequency: u32::try_from(timebase).map_err(|_| {
-            StartError::Kvm(format!(
-                "timer frequency {timebase} Hz does not fit the FDT"
-            ))
+            StartError::boot_data(
+                "the device tree",
+                format!("timer frequency {timebase} Hz does not fit in 32 bits"),
+            )
         })?,
         memory: (layout::DRAM_BASE, mem_size),
         cmdline,
@@ -304,17 +309,17 @@ pub fn create_machine(mut inputs: MachineInputs<'_>) -> Result<Machine, StartErr
             })
             .collect(),
     })
-    .map_err(|e| StartError::Fdt(e.to_string()))?;
+    .map_err(|e| StartError::boot_data("the device tree", e))?;
     inputs
         .memory
         .write_slice(&blob, GuestAddress(layout::FDT_ADDR))
-        .map_err(|e| StartError::Fdt(format!("writing the FDT: {e}")))?;
+        .map_err(|e| StartError::boot_data("writing the device tree", e))?;
 
     let mut vcpus = Vec::new();
     for (id, fd) in fds.into_iter().enumerate() {
-        rv::enable_dbcn(&fd).map_err(|e| StartError::Kvm(e.to_string()))?;
+        rv::enable_dbcn(&fd).map_err(|e| StartError::kvm("enabling the SBI debug console", e))?;
         rv::set_boot_regs(&fd, id as u64, loaded.entry, layout::FDT_ADDR)
-            .map_err(|e| StartError::Kvm(e.to_string()))?;
+            .map_err(|e| StartError::kvm(format!("setting vCPU {id}'s boot registers"), e))?;
         vcpus.push(VcpuSpec {
             id: id as u32,
             fd,

@@ -54,7 +54,7 @@ fn virtio_slot(index: u32) -> Option<MmioSlot> {
 }
 
 fn kvm_err(step: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> StartError {
-    move |e| StartError::Kvm(format!("{step}: {e}"))
+    move |e| StartError::kvm(step, e)
 }
 
 /// Builds the machine.
@@ -82,7 +82,7 @@ pub fn create_machine(mut inputs: MachineInputs<'_>) -> Result<Machine, StartErr
         .set_input(&(serial.clone() as Arc<dyn crate::console::ConsoleInput>));
     devices
         .register_pio("serial", serial, layout::SERIAL_PORT, 8)
-        .map_err(|e| StartError::Devices(e.to_string()))?;
+        .map_err(|e| StartError::device("serial", e))?;
     let exit = inputs.exit.clone();
     let i8042 = Arc::new(I8042Device::new(Arc::new(move || {
         exit.report(ExitInfo {
@@ -92,7 +92,7 @@ pub fn create_machine(mut inputs: MachineInputs<'_>) -> Result<Machine, StartErr
     })));
     devices
         .register_pio("i8042", i8042, I8042_PORT, I8042_PORT_COUNT)
-        .map_err(|e| StartError::Devices(e.to_string()))?;
+        .map_err(|e| StartError::device("i8042", e))?;
     let exit = inputs.exit.clone();
     let pm = AcpiPm::new(
         acpi::S5_SLEEP_TYPE,
@@ -113,7 +113,7 @@ pub fn create_machine(mut inputs: MachineInputs<'_>) -> Result<Machine, StartErr
     ] {
         devices
             .register_pio(name, pm.block(block), port, block.port_count())
-            .map_err(|e| StartError::Devices(e.to_string()))?;
+            .map_err(|e| StartError::device(name, e))?;
     }
     let mut cmdline = inputs
         .boot
@@ -124,12 +124,13 @@ pub fn create_machine(mut inputs: MachineInputs<'_>) -> Result<Machine, StartErr
         .into_iter()
         .enumerate()
     {
-        let slot = virtio_slot(index as u32)
-            .ok_or_else(|| StartError::Devices(format!("no free virtio-mmio slot for {name}")))?;
+        let slot = virtio_slot(index as u32).ok_or_else(|| StartError::NoMmioSlot {
+            device: name.to_string(),
+        })?;
         let line = Arc::new(KvmIrqLine::new(vm.clone(), slot.irq));
         devices
             .add_virtio(name, vm, inputs.memory, device, slot, line)
-            .map_err(|e| StartError::Devices(e.to_string()))?;
+            .map_err(|e| StartError::device(name, e))?;
         cmdline.push_str(&format!(
             " virtio_mmio.device=4K@{:#x}:{}",
             slot.base, slot.irq
@@ -162,7 +163,7 @@ pub fn create_machine(mut inputs: MachineInputs<'_>) -> Result<Machine, StartErr
         inputs
             .memory
             .write_slice(bytes, GuestAddress(addr))
-            .map_err(|e| StartError::Fdt(format!("writing {what}: {e}")))
+            .map_err(|e| StartError::boot_data(format!("writing {what}"), e))
     };
     let cmdline_len = cmdline.len();
     let mut cmd_bytes = cmdline.into_bytes();
@@ -185,7 +186,7 @@ pub fn create_machine(mut inputs: MachineInputs<'_>) -> Result<Machine, StartErr
             inputs
                 .memory
                 .write_obj(params, GuestAddress(layout::ZERO_PAGE_ADDR))
-                .map_err(|e| StartError::Fdt(format!("writing the zero page: {e}")))?;
+                .map_err(|e| StartError::boot_data("writing the zero page", e))?;
             let regs = cpu::BootInfoRegs {
                 ebx: 0,
                 esi: layout::ZERO_PAGE_ADDR,
@@ -198,7 +199,7 @@ pub fn create_machine(mut inputs: MachineInputs<'_>) -> Result<Machine, StartErr
         .flat_map(|d| d.to_le_bytes())
         .collect();
     write(&gdt, layout::GDT_ADDR, "the GDT")?;
-    let mptable = mptable::build(nr).map_err(|e| StartError::Fdt(e.to_string()))?;
+    let mptable = mptable::build(nr).map_err(|e| StartError::boot_data("the MP table", e))?;
     write(&mptable, mptable::MPTABLE_ADDR, "the MP table")?;
     write(&acpi::build(nr), acpi::TABLES_ADDR, "the ACPI tables")?;
 
@@ -207,7 +208,9 @@ pub fn create_machine(mut inputs: MachineInputs<'_>) -> Result<Machine, StartErr
         let fd = vm
             .create_vcpu(u64::from(id))
             .map_err(kvm_err("creating vCPUs"))?;
-        let setup = |r: Result<(), cpu::SetupError>| r.map_err(|e| StartError::Kvm(e.to_string()));
+        let setup = |r: Result<(), cpu::SetupError>| {
+            r.map_err(|e| StartError::kvm(format!("setting up vCPU {id}"), e))
+        };
         setup(cpu::setup_cpuid(inputs.kvm, &fd, id, nr))?;
         setup(cpu::setup_msrs(&fd))?;
         setup(cpu::setup_fpu(&fd))?;

@@ -41,16 +41,83 @@ pub enum ConnectError {
         /// How long we tried.
         waited: Duration,
         /// The last failure seen.
-        last: String,
+        #[source]
+        last: AttemptError,
     },
-    /// The VMM refused the hybrid vsock handshake with something other than OK.
-    #[error("hybrid vsock {uds}: handshake answer '{answer}' instead of OK")]
-    Handshake {
+}
+
+/// Why one attempt to reach the agent failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AttemptError {
+    /// No attempt fitted in the deadline.
+    #[error("no attempt was made")]
+    NotTried,
+    /// The hybrid vsock stream could not be opened.
+    #[error(transparent)]
+    HybridVsock(#[from] HybridVsockError),
+    /// The agent's own unix socket could not be connected.
+    #[error("connecting {}: {source}", path.display())]
+    Unix {
+        /// The socket.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The stream opened but the agent is not serving.
+    #[error(transparent)]
+    Health(#[from] HealthError),
+}
+
+/// Why a stream through the VMM's hybrid vsock socket could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum HybridVsockError {
+    /// A socket operation failed.
+    #[error("hybrid vsock {}: {step}: {source}", uds.display())]
+    Io {
         /// The VMM socket.
-        uds: String,
+        uds: PathBuf,
+        /// What was being done.
+        step: &'static str,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The answer to CONNECT did not end within [`MAX_ANSWER`] bytes.
+    #[error("hybrid vsock {}: the CONNECT answer is longer than {MAX_ANSWER} bytes", uds.display())]
+    AnswerTooLong {
+        /// The VMM socket.
+        uds: PathBuf,
+    },
+    /// The VMM answered something other than `OK <port>`.
+    #[error("hybrid vsock {}: handshake answer '{answer}' instead of OK", uds.display())]
+    Refused {
+        /// The VMM socket.
+        uds: PathBuf,
         /// What it said.
         answer: String,
     },
+    /// The exchange did not finish within its bound.
+    #[error("hybrid vsock {}: no answer to CONNECT {port} within {timeout:?}", uds.display())]
+    Timeout {
+        /// The VMM socket.
+        uds: PathBuf,
+        /// The guest port asked for.
+        port: u32,
+        /// The bound.
+        timeout: Duration,
+    },
+}
+
+/// Why Health.Check did not report SERVING.
+#[derive(Debug, thiserror::Error)]
+pub enum HealthError {
+    /// The call failed.
+    #[error("Health.Check: {0}")]
+    Rpc(#[source] ttrpc::Error),
+    /// The agent answered, but not SERVING.
+    #[error("Health.Check answered {0}")]
+    NotServing(String),
 }
 
 impl std::fmt::Display for Endpoint {
@@ -63,14 +130,14 @@ impl std::fmt::Display for Endpoint {
 }
 
 /// Longest handshake answer accepted (`OK 4294967295\n` is 14 bytes).
-const MAX_ANSWER: usize = 32;
+pub const MAX_ANSWER: usize = 32;
 
 /// How long the VMM (and the guest behind it) may take to answer `CONNECT`.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Opens a stream to `port` through the VMM's hybrid vsock socket; a handshake that is
 /// not answered within [`HANDSHAKE_TIMEOUT`] fails.
-pub async fn connect_hybrid_vsock(uds: &Path, port: u32) -> Result<UnixStream, String> {
+pub async fn connect_hybrid_vsock(uds: &Path, port: u32) -> Result<UnixStream, HybridVsockError> {
     connect_hybrid_vsock_within(uds, port, HANDSHAKE_TIMEOUT).await
 }
 
@@ -79,55 +146,69 @@ pub async fn connect_hybrid_vsock_within(
     uds: &Path,
     port: u32,
     timeout: Duration,
-) -> Result<UnixStream, String> {
+) -> Result<UnixStream, HybridVsockError> {
     tokio::time::timeout(timeout, handshake(uds, port))
         .await
-        .map_err(|_| {
-            format!(
-                "hybrid vsock {}: no answer to CONNECT {port} within {timeout:?}",
-                uds.display()
-            )
+        .map_err(|_| HybridVsockError::Timeout {
+            uds: uds.to_path_buf(),
+            port,
+            timeout,
         })?
 }
 
-async fn handshake(uds: &Path, port: u32) -> Result<UnixStream, String> {
-    let mut stream = UnixStream::connect(uds)
-        .await
-        .map_err(|e| format!("connecting {}: {e}", uds.display()))?;
+async fn handshake(uds: &Path, port: u32) -> Result<UnixStream, HybridVsockError> {
+    let io = |step: &'static str| {
+        move |source| HybridVsockError::Io {
+            uds: uds.to_path_buf(),
+            step,
+            source,
+        }
+    };
+    let mut stream = UnixStream::connect(uds).await.map_err(io("connecting"))?;
     stream
         .write_all(format!("CONNECT {port}\n").as_bytes())
         .await
-        .map_err(|e| format!("sending CONNECT: {e}"))?;
+        .map_err(io("sending CONNECT"))?;
     // Byte by byte: whatever follows the newline belongs to the guest's stream.
     let mut answer = Vec::new();
     loop {
         let byte = stream
             .read_u8()
             .await
-            .map_err(|e| format!("reading the CONNECT answer: {e}"))?;
+            .map_err(io("reading the CONNECT answer"))?;
         if byte == b'\n' {
             break;
         }
         answer.push(byte);
         if answer.len() > MAX_ANSWER {
-            return Err("the CONNECT answer is too long".into());
+            return Err(HybridVsockError::AnswerTooLong {
+                uds: uds.to_path_buf(),
+            });
         }
     }
     let answer = String::from_utf8_lossy(&answer).into_owned();
     if !answer.starts_with("OK ") {
-        return Err(format!("handshake answer '{answer}'"));
+        return Err(HybridVsockError::Refused {
+            uds: uds.to_path_buf(),
+            answer,
+        });
     }
     Ok(stream)
 }
 
-async fn open(endpoint: &Endpoint, timeout: Duration) -> Result<UnixStream, String> {
+async fn open(endpoint: &Endpoint, timeout: Duration) -> Result<UnixStream, AttemptError> {
     match endpoint {
         Endpoint::HybridVsock { uds, port } => {
-            connect_hybrid_vsock_within(uds, *port, timeout.min(HANDSHAKE_TIMEOUT)).await
+            Ok(connect_hybrid_vsock_within(uds, *port, timeout.min(HANDSHAKE_TIMEOUT)).await?)
         }
-        Endpoint::Unix(path) => UnixStream::connect(path)
-            .await
-            .map_err(|e| format!("connecting: {e}")),
+        Endpoint::Unix(path) => {
+            UnixStream::connect(path)
+                .await
+                .map_err(|source| AttemptError::Unix {
+                    path: path.clone(),
+                    source,
+                })
+        }
     }
 }
 
@@ -149,7 +230,7 @@ impl AgentClient {
     /// Connects and waits for Health.Check to answer SERVING, retrying until `deadline`.
     pub async fn connect(endpoint: &Endpoint, deadline: Duration) -> Result<Self, ConnectError> {
         let started = Instant::now();
-        let mut last = String::from("not tried");
+        let mut last = AttemptError::NotTried;
         while started.elapsed() < deadline {
             let remaining = deadline.saturating_sub(started.elapsed());
             match open(endpoint, remaining).await {
@@ -162,7 +243,7 @@ impl AgentClient {
                     };
                     match this.check(Duration::from_secs(5)).await {
                         Ok(()) => return Ok(this),
-                        Err(e) => last = e,
+                        Err(e) => last = e.into(),
                     }
                 }
                 Err(e) => last = e,
@@ -177,15 +258,15 @@ impl AgentClient {
     }
 
     /// One Health.Check.
-    pub async fn check(&self, timeout: Duration) -> Result<(), String> {
+    pub async fn check(&self, timeout: Duration) -> Result<(), HealthError> {
         let response = self
             .health
             .check(context(timeout), &CheckRequest::new())
             .await
-            .map_err(|e| format!("Health.Check: {e}"))?;
+            .map_err(HealthError::Rpc)?;
         match response.status.enum_value() {
             Ok(ServingStatus::SERVING) => Ok(()),
-            other => Err(format!("Health.Check answered {other:?}")),
+            other => Err(HealthError::NotServing(format!("{other:?}"))),
         }
     }
 }
@@ -215,7 +296,10 @@ mod tests {
         stream.read_exact(&mut rest).await.unwrap();
         assert_eq!(&rest, b"rest");
         let err = connect_hybrid_vsock(&uds, 1024).await.unwrap_err();
-        assert!(err.contains("handshake answer 'NO'"), "{err}");
+        assert!(
+            matches!(&err, HybridVsockError::Refused { answer, .. } if answer == "NO"),
+            "{err}"
+        );
         server.await.unwrap();
         let err = AgentClient::connect(
             &Endpoint::HybridVsock {
@@ -248,7 +332,10 @@ mod tests {
         let err = connect_hybrid_vsock_within(&uds, 1024, Duration::from_millis(200))
             .await
             .unwrap_err();
-        assert!(err.contains("no answer to CONNECT 1024"), "{err}");
+        assert!(
+            err.to_string().contains("no answer to CONNECT 1024"),
+            "{err}"
+        );
         let started = Instant::now();
         let endpoint = Endpoint::HybridVsock {
             uds: uds.clone(),

@@ -16,5 +16,5 @@ pub mod stdio;
 pub use error::{Code, RuntimeError, RuntimeResult};
 pub use events::{Event, EventSink};
 pub use process::{Exit, Status, StdioPaths};
-pub use runtime::{ConfigLoader, CreateRequest, ProcessState, Runtime};
+pub use runtime::{ConfigLoader, CreateRequest, ProcessState, Runtime, STDIN_GRACE};
 pub use sandbox::{AgentConnector, Backends, HybridVsock, Sandbox};

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use agent_client::{Agent, AgentClient, Endpoint, TtrpcAgent};
+use agent_client::{Agent, AgentClient, ConnectError, Endpoint, TtrpcAgent};
 use async_trait::async_trait;
 use kata_agent_protocols::agent as api;
 use kata_config::{Config, SharedFs};
@@ -23,7 +23,7 @@ pub trait AgentConnector: Send + Sync {
         paths: &SandboxPaths,
         deadline: Duration,
         rpc_timeout: Duration,
-    ) -> Result<Arc<dyn Agent>, String>;
+    ) -> Result<Arc<dyn Agent>, ConnectError>;
     /// Forwards the agent's log records (vsock port 1025) into `log` until it closes.
     fn forward_logs(&self, paths: &SandboxPaths, log: Logger);
 }
@@ -38,14 +38,12 @@ impl AgentConnector for HybridVsock {
         paths: &SandboxPaths,
         deadline: Duration,
         rpc_timeout: Duration,
-    ) -> Result<Arc<dyn Agent>, String> {
+    ) -> Result<Arc<dyn Agent>, ConnectError> {
         let endpoint = Endpoint::HybridVsock {
             uds: paths.hvsock(),
             port: agent_client::AGENT_VSOCK_PORT,
         };
-        let client = AgentClient::connect(&endpoint, deadline)
-            .await
-            .map_err(|e| e.to_string())?;
+        let client = AgentClient::connect(&endpoint, deadline).await?;
         Ok(Arc::new(TtrpcAgent {
             client,
             rpc_timeout,
@@ -162,10 +160,11 @@ impl Sandbox {
                 let tail = hypervisor.console_tail(20);
                 hypervisor.stop().await;
                 resources.remove_sandbox(sid, log).await;
-                return Err(RuntimeError::new(
-                    Code::Internal,
-                    format!("{e}; guest console tail:\n{tail}"),
-                ));
+                return Err(RuntimeError {
+                    code: Code::Internal,
+                    message: format!("{e}; guest console tail:\n{tail}"),
+                    source: Some(Box::new(e)),
+                });
             }
         };
         let sandbox = Self {

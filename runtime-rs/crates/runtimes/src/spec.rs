@@ -139,13 +139,41 @@ pub fn linux_resources(r: &oci::LinuxResources) -> pb::LinuxResources {
     resources(r)
 }
 
+/// What in an OCI spec cannot be run in the guest.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    /// A required section is absent.
+    #[error("config.json has no {0}")]
+    Missing(&'static str),
+    /// A bind mount's host source is absent.
+    #[error("mounts[{index}] ({destination}): bind source '{host}' does not exist")]
+    NoBindSource {
+        /// Index in `mounts`.
+        index: usize,
+        /// Its destination.
+        destination: String,
+        /// Its host source.
+        host: String,
+    },
+    /// A mount type the guest cannot take from the host.
+    #[error("mounts[{index}] ({destination}): type '{kind}' cannot be passed to the guest")]
+    UnsupportedMount {
+        /// Index in `mounts`.
+        index: usize,
+        /// Its destination.
+        destination: String,
+        /// Its type.
+        kind: String,
+    },
+}
+
 /// Rewrites `spec` (container `id`) for the guest.
-pub fn for_guest(spec: &oci::Spec, id: &str) -> Result<GuestSpec, String> {
+pub fn for_guest(spec: &oci::Spec, id: &str) -> Result<GuestSpec, SpecError> {
     let process = spec
         .process()
         .as_ref()
-        .ok_or("config.json has no process")?;
-    let root = spec.root().as_ref().ok_or("config.json has no root")?;
+        .ok_or(SpecError::Missing("process"))?;
+    let root = spec.root().as_ref().ok_or(SpecError::Missing("root"))?;
     let mut binds = Vec::new();
     let mut mounts = Vec::new();
     for (index, m) in spec
@@ -170,9 +198,11 @@ pub fn for_guest(spec: &oci::Spec, id: &str) -> Result<GuestSpec, String> {
         } else if is_bind {
             let host = Path::new(&source);
             if !host.exists() {
-                return Err(format!(
-                    "mounts[{index}] ({destination}): bind source '{source}' does not exist"
-                ));
+                return Err(SpecError::NoBindSource {
+                    index,
+                    destination,
+                    host: source,
+                });
             }
             let name = format!(
                 "{id}-mount-{index}-{}",
@@ -187,9 +217,11 @@ pub fn for_guest(spec: &oci::Spec, id: &str) -> Result<GuestSpec, String> {
             });
             format!("{GUEST_SHARE}/{name}")
         } else {
-            return Err(format!(
-                "mounts[{index}] ({destination}): type '{kind}' cannot be passed to the guest"
-            ));
+            return Err(SpecError::UnsupportedMount {
+                index,
+                destination,
+                kind,
+            });
         };
         mounts.push(pb::Mount {
             destination,
@@ -321,7 +353,7 @@ mod tests {
         let mut value: serde_json::Value = serde_json::from_str(CONFIG).unwrap();
         value["mounts"][1]["source"] = "/no/such/dir".into();
         let spec: oci::Spec = serde_json::from_value(value.clone()).unwrap();
-        let err = for_guest(&spec, "t1").unwrap_err();
+        let err = for_guest(&spec, "t1").unwrap_err().to_string();
         assert!(
             err.contains("mounts[1] (/data)") && err.contains("/no/such/dir"),
             "{err}"
@@ -329,6 +361,11 @@ mod tests {
         value["mounts"][1] =
             serde_json::json!({"destination": "/x", "type": "nfs", "source": "srv:/x"});
         let spec: oci::Spec = serde_json::from_value(value).unwrap();
-        assert!(for_guest(&spec, "t1").unwrap_err().contains("type 'nfs'"));
+        assert!(
+            for_guest(&spec, "t1")
+                .unwrap_err()
+                .to_string()
+                .contains("type 'nfs'")
+        );
     }
 }

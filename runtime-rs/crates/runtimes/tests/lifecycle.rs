@@ -194,6 +194,80 @@ async fn close_io_closes_stdin_in_the_guest() {
     assert_eq!(err.code, Code::NotFound);
 }
 
+/// A container whose stdin is a FIFO at `dir/stdin`, started.
+async fn started_with_stdin_fifo(w: &World, id: &str) -> std::path::PathBuf {
+    let fifo = w.dir.join(format!("{id}-stdin"));
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let stdio = StdioPaths {
+        stdin: fifo.to_string_lossy().into_owned(),
+        ..Default::default()
+    };
+    w.create_with_stdio(id, stdio).await.unwrap();
+    w.runtime.start(id, "").await.unwrap();
+    fifo
+}
+
+#[tokio::test]
+async fn close_io_waits_for_stdin_to_be_forwarded() {
+    let w = World::new("close-io-order", Setup::default());
+    let fifo = started_with_stdin_fifo(&w, "c1").await;
+    w.runtime.close_stdin("c1", "").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        w.agent.count("CloseStdin"),
+        0,
+        "stdin is closed before its writer has even opened the FIFO"
+    );
+    // The writer (ctr, containerd) writes, then closes its end; off the runtime's
+    // thread, as opening a FIFO blocks until the copy opens the other end.
+    tokio::task::spawn_blocking(move || std::fs::write(fifo, b"hello"))
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::timeout(SOON, async {
+        while w.agent.count("CloseStdin") == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("CloseStdin once the FIFO reached its end");
+    let calls = w.agent.calls.lock().unwrap().clone();
+    let position = |call: &str| calls.iter().position(|c| c == call).unwrap();
+    assert!(
+        position("WriteStdin") < position("WriteStdin(end)")
+            && position("WriteStdin(end)") < position("CloseStdin"),
+        "the data, then its end, then CloseStdin: {calls:?}"
+    );
+}
+
+#[tokio::test]
+async fn close_io_closes_a_stdin_that_never_ends_after_its_grace() {
+    let w = World::new("close-io-grace", Setup::default());
+    let fifo = started_with_stdin_fifo(&w, "c1").await;
+    // A writer that holds the FIFO open and never writes.
+    let holder =
+        tokio::task::spawn_blocking(move || std::fs::OpenOptions::new().write(true).open(fifo))
+            .await
+            .unwrap()
+            .unwrap();
+    let asked = std::time::Instant::now();
+    w.runtime.close_stdin("c1", "").await.unwrap();
+    tokio::time::timeout(kata_runtimes::STDIN_GRACE + SOON, async {
+        while w.agent.count("CloseStdin") == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("CloseStdin after the grace");
+    assert!(
+        asked.elapsed() >= kata_runtimes::STDIN_GRACE,
+        "closed after {:?}, before the grace",
+        asked.elapsed()
+    );
+    assert_eq!(w.agent.count("WriteStdin(end)"), 0, "the FIFO never ended");
+    drop(holder);
+}
+
 #[tokio::test]
 async fn the_vm_stops_with_the_last_container() {
     let w = World::new("last-delete", Setup::default());

@@ -172,7 +172,7 @@ impl Runtime {
             )
         })?;
         let guest = spec::for_guest(&oci, id)
-            .map_err(|e| RuntimeError::new(Code::InvalidArgument, format!("config.json: {e}")))?;
+            .map_err(|e| RuntimeError::caused(Code::InvalidArgument, "config.json", e))?;
         let existing = self.state.lock().await.sandbox.clone();
         let sandbox = match existing {
             Some(sandbox) => sandbox,

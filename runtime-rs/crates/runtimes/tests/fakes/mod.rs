@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use agent_client::{Agent, RpcError, RpcResult};
+use agent_client::{Agent, AttemptError, ConnectError, RpcError, RpcResult};
 use async_trait::async_trait;
 use kata_agent_protocols::{agent as api, oci};
 use kata_config::Config;
@@ -17,7 +17,9 @@ use kata_resource::{
     ContainerResources, HostResources, ResourceError, RootfsMount, SandboxPaths, ShareBind,
     VirtiofsdConfig,
 };
-use kata_runtimes::{AgentConnector, Backends, Event, EventSink, Runtime, RuntimeResult};
+use kata_runtimes::{
+    AgentConnector, Backends, Event, EventSink, Runtime, RuntimeResult, StdioPaths,
+};
 use slog::Logger;
 use tokio::sync::watch;
 
@@ -150,7 +152,12 @@ impl Agent for FakeAgent {
     async fn read_output(&self, _: &str, _: &str, _: bool, _: u32) -> RpcResult<Vec<u8>> {
         Ok(Vec::new())
     }
-    async fn write_stdin(&self, _: &str, _: &str, _: Vec<u8>) -> RpcResult<()> {
+    async fn write_stdin(&self, _: &str, _: &str, data: Vec<u8>) -> RpcResult<()> {
+        self.record(if data.is_empty() {
+            "WriteStdin(end)"
+        } else {
+            "WriteStdin"
+        });
         Ok(())
     }
     async fn close_stdin(&self, _: &str, _: &str) -> RpcResult<()> {
@@ -226,10 +233,14 @@ impl AgentConnector for FakeConnector {
         _: &SandboxPaths,
         deadline: Duration,
         _: Duration,
-    ) -> Result<Arc<dyn Agent>, String> {
+    ) -> Result<Arc<dyn Agent>, ConnectError> {
         if self.mute {
             tokio::time::sleep(deadline).await;
-            return Err(format!("the agent did not answer within {deadline:?}"));
+            return Err(ConnectError::Timeout {
+                endpoint: "fake".into(),
+                waited: deadline,
+                last: AttemptError::NotTried,
+            });
         }
         Ok(self.agent.clone())
     }
@@ -391,6 +402,11 @@ impl World {
 
     /// Creates container `id` from a fresh bundle.
     pub async fn create(&self, id: &str) -> RuntimeResult<u32> {
+        self.create_with_stdio(id, StdioPaths::default()).await
+    }
+
+    /// [`World::create`] with these stdio paths.
+    pub async fn create_with_stdio(&self, id: &str, stdio: StdioPaths) -> RuntimeResult<u32> {
         let bundle = self.dir.join(format!("bundle-{id}"));
         std::fs::create_dir_all(bundle.join("rootfs")).unwrap();
         std::fs::write(
@@ -401,6 +417,7 @@ impl World {
         let request = kata_runtimes::CreateRequest {
             id: id.into(),
             bundle,
+            stdio,
             ..Default::default()
         };
         let config = self.config.clone();
