@@ -1,19 +1,25 @@
 //! `containerd-shim-kata-v2`: the containerd shim (task API v2) of kata-rv. Each sandbox
 //! is a Dragonball microVM running inside this process; the guest agent runs the
-//! containers. containerd invokes it as `… start`, `… delete`, or as the ttrpc server.
+//! containers. containerd invokes it as `-info`, `… start` (both handled here, for every
+//! containerd from 1.6 on), `… delete`, or as the ttrpc server (those two through the
+//! shim crate).
 
+mod bootstrap;
 mod convert;
 mod events;
+mod info;
 mod log;
 mod metrics;
 mod options;
+mod spawn;
+mod start;
 mod task;
 mod vmm_log;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use containerd_shim::asynchronous::{ExitSignal, Shim, publisher::RemotePublisher, spawn};
+use containerd_shim::asynchronous::{ExitSignal, Shim, publisher::RemotePublisher};
 use containerd_shim::{Config, Flags, StartOpts, protos::api::DeleteResponse};
 use kata_hypervisor::Dragonball;
 use kata_resource::Host;
@@ -55,22 +61,11 @@ impl Shim for KataShim {
         }
     }
 
-    async fn start_shim(&mut self, opts: StartOpts) -> containerd_shim::Result<String> {
-        let bundle =
-            std::env::current_dir().map_err(|e| containerd_shim::Error::Other(e.to_string()))?;
-        let address = match sandbox_of(&bundle) {
-            // A pod container: its sandbox's shim serves it.
-            Some(sandbox) => {
-                containerd_shim::socket_address(&opts.address, &opts.namespace, &sandbox)
-            }
-            None => {
-                let grouping = opts.id.clone();
-                spawn(opts, &grouping, Vec::new()).await?
-            }
-        };
-        std::fs::write(bundle.join("address"), &address)
-            .map_err(|e| containerd_shim::Error::Other(format!("writing address: {e}")))?;
-        Ok(address)
+    async fn start_shim(&mut self, _: StartOpts) -> containerd_shim::Result<String> {
+        // `main` handles `start` before the crate sees it.
+        Err(containerd_shim::Error::Other(
+            "start is handled by kata-rv's own bootstrap".into(),
+        ))
     }
 
     async fn delete_shim(&mut self) -> containerd_shim::Result<DeleteResponse> {
@@ -118,8 +113,40 @@ impl Shim for KataShim {
     }
 }
 
+/// Handles `-info` and `start`, which exit here; anything else goes on to the crate.
+fn handle_own_actions() {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let Ok(flags) = containerd_shim::parse(&args[1..]) else {
+        return;
+    };
+    let reply = if flags.info {
+        info::run(std::io::stdin().lock())
+    } else if flags.action == "start" {
+        start::run(&flags, std::io::stdin().lock()).map_err(|e| e.to_string())
+    } else {
+        return;
+    };
+    match reply {
+        Ok(bytes) => {
+            use std::io::Write;
+            let mut stdout = std::io::stdout().lock();
+            let written = stdout.write_all(&bytes).and_then(|()| stdout.flush());
+            std::process::exit(if written.is_ok() { 0 } else { 1 });
+        }
+        Err(e) => {
+            eprintln!("{RUNTIME_ID}: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn main() {
+    handle_own_actions();
+    serve();
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
+async fn serve() {
     let config = Config {
         // The shim logs with slog into containerd's log FIFO itself.
         no_setup_logger: true,

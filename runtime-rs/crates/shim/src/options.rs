@@ -4,13 +4,16 @@
 use containerd_shim_protos::protobuf::MessageField;
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 
+/// The protobuf type of the runtime options kata-rv understands.
+pub const RUNTIME_OPTIONS_TYPE: &str = "runtimeoptions.v1.Options";
+
 /// The runtime options containerd sends: `runtimeoptions.v1.Options` (type_url = 1,
 /// config_path = 2) is understood; anything else is an error naming what was sent.
 pub fn config_path_from_options(options: &MessageField<Any>) -> Result<Option<String>, String> {
     let Some(any) = options.as_ref() else {
         return Ok(None);
     };
-    if !any.type_url.ends_with("runtimeoptions.v1.Options") {
+    if !any.type_url.ends_with(RUNTIME_OPTIONS_TYPE) {
         return Err(format!(
             "runtime options of type '{}' are not understood by kata-rv (expected runtimeoptions.v1.Options)",
             any.type_url

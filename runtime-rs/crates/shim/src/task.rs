@@ -41,15 +41,16 @@ impl KataTask {
         }
     }
 
-    /// Finds and loads the configuration (env, then runtime options, then the search
-    /// path) and reopens the log at its level.
+    /// Finds and loads the configuration (env, then runtime options of Create or else of
+    /// `start`, then the search path) and reopens the log at its level.
     fn load_config(
         &self,
         options: &MessageField<containerd_shim_protos::protobuf::well_known_types::any::Any>,
     ) -> RuntimeResult<Config> {
         let env = std::env::var(kata_config::CONF_ENV).ok();
         let option_path = crate::options::config_path_from_options(options)
-            .map_err(|e| RuntimeError::new(Code::InvalidArgument, e))?;
+            .map_err(|e| RuntimeError::new(Code::InvalidArgument, e))?
+            .or_else(|| std::env::var(crate::start::START_CONFIG_ENV).ok());
         let file = Config::find(env.as_deref(), option_path.as_deref())
             .map_err(|e| RuntimeError::new(Code::FailedPrecondition, e.to_string()))?;
         let config = Config::load(&file)
