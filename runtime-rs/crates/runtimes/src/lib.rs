@@ -16,5 +16,7 @@ pub mod stdio;
 pub use error::{Code, RuntimeError, RuntimeResult};
 pub use events::{Event, EventSink};
 pub use process::{Exit, Status, StdioPaths};
-pub use runtime::{ConfigLoader, CreateRequest, ProcessState, Runtime, STDIN_GRACE};
+pub use runtime::{
+    ConfigLoader, CreateRequest, PodPhase, PodStatus, ProcessState, Runtime, STDIN_GRACE,
+};
 pub use sandbox::{AgentConnector, Backends, HybridVsock, Sandbox};

@@ -43,7 +43,7 @@ impl KataTask {
 
     /// Finds and loads the configuration (env, then runtime options of Create or else of
     /// `start`, then the search path) and reopens the log at its level.
-    fn load_config(
+    pub(crate) fn load_config(
         &self,
         options: &MessageField<containerd_shim_protos::protobuf::well_known_types::any::Any>,
     ) -> RuntimeResult<Config> {

@@ -13,7 +13,10 @@ use slog::Logger;
 use tokio::sync::Mutex;
 
 mod controls;
+mod pod;
 mod processes;
+
+pub use pod::{PodPhase, PodStatus};
 
 use crate::error::{Code, RuntimeError, RuntimeResult};
 use crate::events::{Event, EventSink, killed_now};
@@ -60,6 +63,8 @@ pub type ConfigLoader<'a> = &'a (dyn Fn() -> RuntimeResult<Config> + Send + Sync
 struct State {
     sandbox: Option<Arc<Sandbox>>,
     containers: HashMap<String, Container>,
+    /// The Sandbox API's sandbox, when containerd drives one.
+    pod: Option<pod::Pod>,
 }
 
 impl State {
@@ -173,9 +178,18 @@ impl Runtime {
         })?;
         let guest = spec::for_guest(&oci, id)
             .map_err(|e| RuntimeError::caused(Code::InvalidArgument, "config.json", e))?;
-        let existing = self.state.lock().await.sandbox.clone();
+        let (existing, pod) = {
+            let state = self.state.lock().await;
+            (state.sandbox.clone(), state.pod.as_ref().map(|p| p.phase))
+        };
         let sandbox = match existing {
             Some(sandbox) => sandbox,
+            None if let Some(phase) = pod => {
+                return Err(RuntimeError::new(
+                    Code::FailedPrecondition,
+                    format!("container {id}: the sandbox is {phase:?}, not ready"),
+                ));
+            }
             None => {
                 let config = load_config()?;
                 let hostname = oci.hostname().clone().unwrap_or_default();
@@ -283,8 +297,11 @@ impl Runtime {
     /// Shutdown: with no container left, stops the sandbox and returns true (the shim
     /// may exit); otherwise does nothing and returns false.
     pub async fn shutdown(&self) -> bool {
-        if !self.state.lock().await.containers.is_empty() {
-            return false;
+        {
+            let state = self.state.lock().await;
+            if !state.containers.is_empty() || state.pod.is_some() {
+                return false;
+            }
         }
         self.teardown_if_empty().await;
         true
@@ -293,7 +310,7 @@ impl Runtime {
     async fn teardown_if_empty(&self) {
         let sandbox = {
             let mut state = self.state.lock().await;
-            if !state.containers.is_empty() {
+            if !state.containers.is_empty() || Self::pod_holds_vm(&state) {
                 return;
             }
             state.sandbox.take()

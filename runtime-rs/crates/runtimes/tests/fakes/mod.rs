@@ -420,16 +420,20 @@ impl World {
             stdio,
             ..Default::default()
         };
+        self.runtime.create(request, &self.loader()).await
+    }
+
+    /// Loads this world's configuration.
+    pub fn loader(&self) -> impl Fn() -> RuntimeResult<Config> + Send + Sync + use<> {
         let config = self.config.clone();
-        let load = move || {
+        move || {
             Config::load(&config).map_err(|e| {
                 kata_runtimes::RuntimeError::new(
                     kata_runtimes::Code::InvalidArgument,
                     e.to_string(),
                 )
             })
-        };
-        self.runtime.create(request, &load).await
+        }
     }
 }
 
