@@ -117,13 +117,14 @@ fn signal_serving() {
 }
 
 /// containerd ends a shim through Task.Shutdown, never by a signal: SIGTERM and SIGINT
-/// (a terminal's ^C reaching the process group) are ignored, as is SIGPIPE (a log FIFO
-/// whose reader went away).
+/// (a terminal's ^C reaching the process group) are caught and dropped. Caught, not
+/// ignored: an ignored signal stays ignored in children (virtiofsd), a handler does not.
+/// (SIGPIPE is already ignored by the Rust runtime and restored for children.)
 fn ignore_termination_signals() {
-    for signal in [libc::SIGTERM, libc::SIGINT, libc::SIGPIPE] {
-        // SAFETY: installing SIG_IGN for a signal; no handler code runs.
-        unsafe {
-            libc::signal(signal, libc::SIG_IGN);
+    use tokio::signal::unix::{SignalKind, signal};
+    for kind in [SignalKind::terminate(), SignalKind::interrupt()] {
+        if let Ok(mut stream) = signal(kind) {
+            tokio::spawn(async move { while stream.recv().await.is_some() {} });
         }
     }
 }
