@@ -6,6 +6,7 @@
 //! addresses, descriptors, packet headers — is untrusted and bounded.
 
 pub mod block;
+pub mod budget;
 pub mod device;
 pub mod fs;
 pub mod mmio;

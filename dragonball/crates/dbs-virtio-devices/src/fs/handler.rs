@@ -18,6 +18,7 @@ use vm_memory_017::{
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::EventFd;
 
+use crate::budget::Budget;
 use crate::device::{GuestMemory, Handoff, Pending, VirtioInterrupt};
 
 struct Active {
@@ -119,7 +120,11 @@ impl FsHandler {
         };
         let _ = evt.read();
         let mut used = false;
-        while let Some(chain) = queue.pop_descriptor_chain(&a.view) {
+        let mut budget = Budget::per_event();
+        while budget.take() {
+            let Some(chain) = queue.pop_descriptor_chain(&a.view) else {
+                break;
+            };
             let head = chain.head_index();
             let reader = Reader::from_descriptor_chain(&a.view, chain.clone());
             let writer = VirtioFsWriter::new(&a.view, chain).map(Writer::VirtioFs);
@@ -139,6 +144,7 @@ impl FsHandler {
             }
             used = true;
         }
+        budget.rearm_if_spent(evt);
         if used && queue.needs_notification(&a.view).unwrap_or(true) {
             a.interrupt.signal_used_queue();
         }

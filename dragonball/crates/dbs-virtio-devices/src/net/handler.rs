@@ -11,6 +11,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::NET_HDR_LEN;
 use super::tap::Tap;
+use crate::budget::Budget;
 use crate::device::{GuestMemory, Handoff, Pending, VirtioInterrupt};
 
 /// Largest frame we move (64 KiB + Ethernet header); larger TX chains are dropped.
@@ -52,7 +53,11 @@ impl NetHandler {
         };
         let mem = a.mem.clone();
         let mut used = false;
-        while let Some(chain) = a.txq.pop_descriptor_chain(mem.as_ref()) {
+        let mut budget = Budget::per_event();
+        while budget.take() {
+            let Some(chain) = a.txq.pop_descriptor_chain(mem.as_ref()) else {
+                break;
+            };
             let head = chain.head_index();
             if let Ok(mut reader) = chain.reader(mem.as_ref()) {
                 let len = reader.available_bytes();
@@ -68,6 +73,7 @@ impl NetHandler {
             }
             used = true;
         }
+        budget.rearm_if_spent(&a.tx_evt);
         if used && a.txq.needs_notification(mem.as_ref()).unwrap_or(true) {
             a.interrupt.signal_used_queue();
         }
@@ -79,7 +85,8 @@ impl NetHandler {
         };
         let mem = a.mem.clone();
         let mut used = false;
-        while self.tap_readable {
+        let mut budget = Budget::per_event();
+        while self.tap_readable && budget.take() {
             let Some(chain) = a.rxq.pop_descriptor_chain(mem.as_ref()) else {
                 break;
             };
@@ -118,6 +125,9 @@ impl NetHandler {
                 break;
             }
             used = true;
+        }
+        if self.tap_readable {
+            budget.rearm_if_spent(&a.rx_evt);
         }
         if used && a.rxq.needs_notification(mem.as_ref()).unwrap_or(true) {
             a.interrupt.signal_used_queue();

@@ -17,6 +17,7 @@ use vmm_sys_util::eventfd::EventFd;
 use super::HOST_CID;
 use super::connection::{BUF_ALLOC, ConnState, Connection, FlushResult};
 use super::packet::{self, HDR_LEN, Header, SHUTDOWN_RCV, SHUTDOWN_SEND, TYPE_STREAM, op};
+use crate::budget::Budget;
 use crate::device::{GuestMemory, Handoff, Pending, VirtioInterrupt};
 
 /// Largest payload we put in or accept from one packet.
@@ -279,28 +280,41 @@ impl VsockMuxer {
         }
     }
 
-    /// Drains the TX queue: every guest packet is parsed (bounded) and dispatched.
+    /// Serves the TX queue: each guest packet is parsed (bounded) and dispatched as it is
+    /// popped, at most a budget's worth per event (the queue is re-armed for the rest).
     fn process_tx(&mut self, ops: &mut EventOps) {
-        let mut packets = Vec::new();
-        let Some(active) = self.active.as_mut() else {
-            return;
-        };
-        let mem = active.mem.clone();
-        while let Some(chain) = active.txq.pop_descriptor_chain(mem.as_ref()) {
+        let mut budget = Budget::per_event();
+        let mut used = false;
+        while budget.take() {
+            let Some(active) = self.active.as_mut() else {
+                return;
+            };
+            let mem = active.mem.clone();
+            let Some(chain) = active.txq.pop_descriptor_chain(mem.as_ref()) else {
+                break;
+            };
             let head = chain.head_index();
-            if let Some(p) = read_packet(mem.as_ref(), chain) {
-                packets.push(p);
-            }
+            let packet = read_packet(mem.as_ref(), chain);
             if active.txq.add_used(mem.as_ref(), head, 0).is_err() {
                 log::warn!("vsock: TX used ring is not writable");
                 break;
             }
+            used = true;
+            if let Some((hdr, payload)) = packet {
+                self.handle_guest_packet(ops, hdr, &payload);
+            }
         }
-        if !packets.is_empty() && active.txq.needs_notification(mem.as_ref()).unwrap_or(true) {
+        let Some(active) = self.active.as_mut() else {
+            return;
+        };
+        budget.rearm_if_spent(&active.evts[1]);
+        if used
+            && active
+                .txq
+                .needs_notification(active.mem.as_ref())
+                .unwrap_or(true)
+        {
             active.interrupt.signal_used_queue();
-        }
-        for (hdr, payload) in packets {
-            self.handle_guest_packet(ops, hdr, &payload);
         }
     }
 
