@@ -34,6 +34,26 @@ pub enum VmmAction {
     GetInstanceState,
 }
 
+impl VmmAction {
+    /// The action's name, for messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::SetVmConfiguration(_) => "SetVmConfiguration",
+            Self::ConfigureBootSource(_) => "ConfigureBootSource",
+            Self::InsertBlockDevice(_) => "InsertBlockDevice",
+            Self::InsertNetworkDevice(_) => "InsertNetworkDevice",
+            Self::InsertFsDevice(_) => "InsertFsDevice",
+            Self::InsertVsockDevice(_) => "InsertVsockDevice",
+            Self::StartMicroVm => "StartMicroVm",
+            Self::ShutdownMicroVm => "ShutdownMicroVm",
+            Self::PauseMicroVm => "PauseMicroVm",
+            Self::ResumeMicroVm => "ResumeMicroVm",
+            Self::GetVmConfiguration => "GetVmConfiguration",
+            Self::GetInstanceState => "GetInstanceState",
+        }
+    }
+}
+
 /// Lifecycle of the VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InstanceState {
@@ -94,4 +114,12 @@ pub enum VmmActionError {
     /// The VMM thread is gone (the VM exited or the VMM crashed).
     #[error("the VMM is no longer running")]
     VmmGone,
+    /// The VMM did not answer within the caller's bound; the client is unusable after.
+    #[error("the VMM did not answer {action} within {after:?}")]
+    Timeout {
+        /// The action.
+        action: &'static str,
+        /// The bound.
+        after: std::time::Duration,
+    },
 }

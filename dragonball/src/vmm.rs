@@ -1,10 +1,12 @@
 //! The VMM thread (`vmm_master`): an event loop over the API eventfd, the VM-exit
 //! eventfd and (later) device fds; API requests arrive on a channel, one answer each.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use event_manager::{EventManager, EventOps, Events, MutEventSubscriber, SubscriberOps};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::EventFd;
@@ -21,15 +23,43 @@ pub struct VmmClient {
     requests: Option<Sender<VmmAction>>,
     responses: Receiver<Response>,
     api_evt: EventFd,
+    /// Set when an answer did not come in time: a late one would be taken for the next
+    /// request's, so no request is sent after.
+    abandoned: AtomicBool,
 }
 
 impl VmmClient {
     /// Sends one action and waits for its answer.
     pub fn request(&self, action: VmmAction) -> Response {
+        self.send(action)?;
+        self.responses.recv().map_err(|_| VmmActionError::VmmGone)?
+    }
+
+    /// [`VmmClient::request`], giving up after `bound` (every later request then fails
+    /// with [`VmmActionError::VmmGone`]).
+    pub fn request_within(&self, action: VmmAction, bound: Duration) -> Response {
+        let name = action.name();
+        self.send(action)?;
+        match self.responses.recv_timeout(bound) {
+            Ok(response) => response,
+            Err(RecvTimeoutError::Timeout) => {
+                self.abandoned.store(true, Ordering::SeqCst);
+                Err(VmmActionError::Timeout {
+                    action: name,
+                    after: bound,
+                })
+            }
+            Err(RecvTimeoutError::Disconnected) => Err(VmmActionError::VmmGone),
+        }
+    }
+
+    fn send(&self, action: VmmAction) -> Result<(), VmmActionError> {
+        if self.abandoned.load(Ordering::SeqCst) {
+            return Err(VmmActionError::VmmGone);
+        }
         let requests = self.requests.as_ref().ok_or(VmmActionError::VmmGone)?;
         requests.send(action).map_err(|_| VmmActionError::VmmGone)?;
-        self.api_evt.write(1).map_err(|_| VmmActionError::VmmGone)?;
-        self.responses.recv().map_err(|_| VmmActionError::VmmGone)?
+        self.api_evt.write(1).map_err(|_| VmmActionError::VmmGone)
     }
 }
 
@@ -210,7 +240,53 @@ pub fn start_vmm_thread() -> std::io::Result<(VmmClient, JoinHandle<i32>)> {
             requests: Some(req_tx),
             responses: resp_rx,
             api_evt,
+            abandoned: AtomicBool::new(false),
         },
         handle,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A VMM that takes requests and never answers (its loop stuck).
+    fn mute_vmm() -> (VmmClient, Receiver<VmmAction>, Sender<Response>) {
+        let (req_tx, req_rx) = crossbeam_channel::unbounded();
+        let (resp_tx, resp_rx) = crossbeam_channel::unbounded();
+        let client = VmmClient {
+            requests: Some(req_tx),
+            responses: resp_rx,
+            api_evt: EventFd::new(libc::EFD_NONBLOCK).unwrap(),
+            abandoned: AtomicBool::new(false),
+        };
+        (client, req_rx, resp_tx)
+    }
+
+    #[test]
+    fn an_unanswered_request_times_out_and_the_client_is_abandoned() {
+        let (client, requests, responses) = mute_vmm();
+        let err = client
+            .request_within(VmmAction::GetInstanceState, Duration::from_millis(50))
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                VmmActionError::Timeout {
+                    action: "GetInstanceState",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        // The late answer must not be taken for the next request's.
+        responses
+            .send(Ok(VmmData::InstanceState(InstanceState::Running)))
+            .unwrap();
+        assert!(matches!(
+            client.request(VmmAction::GetVmConfiguration),
+            Err(VmmActionError::VmmGone)
+        ));
+        assert_eq!(requests.len(), 1, "nothing is sent after abandoning");
+    }
 }

@@ -17,6 +17,10 @@ use crate::{Hypervisor, HypervisorError, SharedFs, VmExit, VmSpec};
 /// How long a stop waits for the VMM thread before abandoning it.
 pub const SHUTDOWN_BOUND: Duration = Duration::from_secs(30);
 
+/// How long one configuration step or the start may take the VMM (the start builds the
+/// VM and loads the kernel: well under a second natively, seconds under emulation).
+pub const ACTION_BOUND: Duration = Duration::from_secs(120);
+
 /// The guest's vsock context id (the only guest of its VMM).
 const GUEST_CID: u32 = 3;
 
@@ -90,10 +94,17 @@ impl Hypervisor for Dragonball {
             let (client, thread) =
                 dragonball::start_vmm_thread().map_err(HypervisorError::Spawn)?;
             for action in actions {
-                if let Err(e) = client.request(action) {
-                    let _ = client.request(VmmAction::ShutdownMicroVm);
-                    let _ = thread.join();
-                    return Err(HypervisorError::Vmm(e));
+                match client.request_within(action, ACTION_BOUND) {
+                    Ok(_) => {}
+                    // The VMM thread is stuck: leave it (it dies with the shim).
+                    Err(e @ dragonball::VmmActionError::Timeout { .. }) => {
+                        return Err(HypervisorError::Vmm(e));
+                    }
+                    Err(e) => {
+                        let _ = client.request_within(VmmAction::ShutdownMicroVm, ACTION_BOUND);
+                        let _ = thread.join();
+                        return Err(HypervisorError::Vmm(e));
+                    }
                 }
             }
             Ok((client, thread))
