@@ -50,6 +50,12 @@ impl SandboxPaths {
 /// is ever deleted through a mount that could not be detached.
 pub fn remove_leftovers(sid: &str, log: Option<&Logger>) {
     let paths = SandboxPaths::new(sid);
+    let killed = crate::virtiofsd::kill_leftovers(&paths);
+    if killed > 0
+        && let Some(log) = log
+    {
+        slog::warn!(log, "killed a virtiofsd left serving the sandbox"; "sandbox" => sid, "count" => killed);
+    }
     for dir in [&paths.share.root, &paths.run_dir] {
         if let Err(e) = safe_fs::unmount_and_remove(dir)
             && let Some(log) = log

@@ -19,6 +19,40 @@ pub struct VirtiofsdConfig {
     pub extra_args: Vec<String>,
 }
 
+/// Kills any virtiofsd still serving sandbox `paths` (one a dead shim left: `delete`),
+/// found by its `--socket-path=` argument; returns how many.
+pub fn kill_leftovers(paths: &SandboxPaths) -> usize {
+    let wanted = format!("--socket-path={}", paths.virtiofsd_socket().display());
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let mut killed = 0;
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        if cmdline
+            .split(|b| *b == 0)
+            .any(|arg| arg == wanted.as_bytes())
+            && nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .is_ok()
+        {
+            killed += 1;
+        }
+    }
+    killed
+}
+
 /// How long virtiofsd may take to create its socket.
 const SOCKET_WAIT: Duration = Duration::from_secs(5);
 
@@ -30,7 +64,24 @@ pub async fn start(
     log: &Logger,
 ) -> Result<tokio::process::Child, ResourceError> {
     let socket = paths.virtiofsd_socket();
-    let mut child = tokio::process::Command::new(&config.daemon)
+    let mut command = tokio::process::Command::new(&config.daemon);
+    let shim = std::process::id() as libc::pid_t;
+    // SAFETY: between fork and exec only async-signal-safe calls (prctl, getppid, _exit).
+    // The death signal follows the forking thread: this runs on a runtime worker thread,
+    // and those live as long as the shim.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The shim died before the death signal was armed.
+            if libc::getppid() != shim {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+    let mut child = command
         .arg(format!("--socket-path={}", socket.display()))
         .arg(format!("--shared-dir={}", paths.share.shared.display()))
         .arg(format!("--cache={}", config.cache))
@@ -77,4 +128,43 @@ pub async fn start(
         "virtiofsd did not create {} within {SOCKET_WAIT:?}",
         socket.display()
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A process left serving a sandbox's share (its shim SIGKILLed) is found by its
+    /// socket argument and killed; others are not touched.
+    #[test]
+    fn leftovers_are_found_by_their_socket_and_killed() {
+        let paths = SandboxPaths::new(&format!("leftover-{}", std::process::id()));
+        // The builtin `read` blocks without forking or exec'ing: one process, this argv.
+        let arg = format!("--socket-path={}", paths.virtiofsd_socket().display());
+        let blocked = |arg: &str| {
+            std::process::Command::new("sh")
+                .args(["-c", "read line", arg])
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let mut leftover = blocked(&arg);
+        let mut other = blocked("--socket-path=/elsewhere");
+        let found = kill_leftovers(&paths);
+        if found != 1 {
+            let cmdline = std::fs::read(format!("/proc/{}/cmdline", leftover.id()));
+            panic!("found {found}; leftover's cmdline: {cmdline:?}; wanted {arg}");
+        }
+        let status = leftover.wait().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(libc::SIGKILL)
+        );
+        assert!(
+            other.try_wait().unwrap().is_none(),
+            "another sandbox's is left"
+        );
+        other.kill().unwrap();
+        other.wait().unwrap();
+    }
 }
