@@ -120,6 +120,20 @@ impl StartError {
     }
 }
 
+/// Ends the VM when the virtio-fs backend at `socket` goes away.
+fn backend_gone(
+    exit: Arc<VmExit>,
+    socket: &std::path::Path,
+) -> dbs_virtio_devices::fs::BackendGone {
+    let socket = socket.display().to_string();
+    Box::new(move || {
+        exit.report(ExitInfo {
+            code: 1,
+            reason: format!("the virtio-fs backend (virtiofsd on '{socket}') exited"),
+        })
+    })
+}
+
 /// Copies the initrd at `path` to the top of RAM (page aligned, below `ram_end`), above
 /// `kernel_end`; returns its guest address and size.
 pub fn load_initrd(
@@ -475,9 +489,12 @@ impl Vm {
                     subscribers.push(handler);
                 }
                 FsBackend::VhostUser { socket } => {
-                    let (device, handler) =
-                        dbs_virtio_devices::fs::VhostUserFsDevice::new(&fs.tag, socket)
-                            .map_err(|e| dev_err(e.into()))?;
+                    let (device, handler) = dbs_virtio_devices::fs::VhostUserFsDevice::new(
+                        &fs.tag,
+                        socket,
+                        backend_gone(exit.clone(), socket),
+                    )
+                    .map_err(|e| dev_err(e.into()))?;
                     virtio_devices.push(("virtio-fs", Box::new(device)));
                     subscribers.push(handler);
                 }

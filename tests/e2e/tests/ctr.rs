@@ -405,6 +405,7 @@ fn ctr_runs_containers_in_microvms_and_leaves_nothing_behind() {
 
     bad_input(ctrd);
     regressions(ctrd);
+    virtiofsd_killed_mid_run(ctrd);
     assert_eq!(
         sockets_of_this_run(),
         sockets_before,
@@ -751,6 +752,60 @@ fn regressions(ctrd: &Containerd) {
     let _ = ctrd.ctr(&["containers", "rm", "badstart"]);
     assert_nothing_left("badstart");
     assert_no_container_record(ctrd, "badstart");
+}
+
+/// Fault: virtiofsd is SIGKILLed under a running container. The VMM ends the VM (the
+/// guest's file system is gone), the task exits within a bound instead of looking
+/// alive, and removing it leaves nothing.
+fn virtiofsd_killed_mid_run(ctrd: &Containerd) {
+    let virtiofsd = artifacts::out_dir(arch()).join("virtiofsd");
+    let extra = format!(
+        "shared_fs = \"virtio-fs\"\nvirtio_fs_daemon = \"{}\"\nvirtio_fs_extra_args = [\"--sandbox=chroot\"]",
+        virtiofsd.display()
+    );
+    let config = kata_config(&ctrd.dir, "vfsd-fault", &artifacts::kernel(arch()), &extra);
+    let runtime = ctrd.runtime();
+    let mut args: Vec<&str> = vec!["run", "-d"];
+    args.extend(runtime[..2].iter().map(String::as_str));
+    args.extend(["--runtime-config-path", config.to_str().unwrap()]);
+    args.extend([
+        "docker.io/library/busybox:latest",
+        "vfsd-fault",
+        "sleep",
+        "3600",
+    ]);
+    let out = ctrd.ctr(&args);
+    assert!(out.status.success(), "run -d: {}", text(&out.stderr));
+    let daemons = processes_named("virtiofsd");
+    assert_eq!(daemons.len(), 1, "one virtiofsd: {daemons:?}");
+    let pid: i32 = daemons[0].split(':').next().unwrap().parse().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let mut wait = ctrd
+        .command(&["task", "wait", "vfsd-fault"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while wait.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(120) {
+            let _ = wait.kill();
+            panic!("the task still looks alive 120 s after its virtiofsd was killed");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = ctrd.ctr(&["tasks", "rm", "-f", "vfsd-fault"]);
+    let _ = ctrd.ctr(&["containers", "rm", "vfsd-fault"]);
+    assert_nothing_left("vfsd-fault");
+    assert_no_container_record(ctrd, "vfsd-fault");
+    assert!(
+        processes_named("virtiofsd").is_empty(),
+        "virtiofsd left behind"
+    );
 }
 
 /// containerd has no record of container `id`.

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 pub use handler::FsHandler;
-pub use vhost_user::{VhostUserFsDevice, VhostUserFsError, VhostUserFsHandler};
+pub use vhost_user::{BackendGone, VhostUserFsDevice, VhostUserFsError, VhostUserFsHandler};
 
 use crate::device::{
     ActivateContext, ActivateError, Handoff, Pending, VIRTIO_F_VERSION_1, VirtioDevice,

@@ -45,10 +45,13 @@ pub struct VhostUserFsDevice {
 
 impl VhostUserFsDevice {
     /// Connects to virtiofsd at `socket` and negotiates what can be before the guest
-    /// runs; returns the device and the handler that forwards its interrupts.
+    /// runs; returns the device and the handler that forwards its interrupts and calls
+    /// `on_backend_gone` once if virtiofsd goes away (the guest's file system is then
+    /// gone: the VMM ends the VM rather than leave its containers looking alive).
     pub fn new(
         tag: &str,
         socket: &Path,
+        on_backend_gone: BackendGone,
     ) -> Result<(Self, Arc<Mutex<VhostUserFsHandler>>), VhostUserFsError> {
         let err = |reason: String| VhostUserFsError {
             path: socket.to_path_buf(),
@@ -96,7 +99,7 @@ impl VhostUserFsDevice {
             socket_path: socket.to_path_buf(),
             calls: Vec::new(),
             interrupt: None,
-            backend_gone: false,
+            on_backend_gone: Some(on_backend_gone),
         };
         Ok((
             VhostUserFsDevice {
@@ -236,13 +239,22 @@ pub struct VhostUserFsHandler {
     socket_path: PathBuf,
     calls: Vec<EventFd>,
     interrupt: Option<Arc<VirtioInterrupt>>,
-    backend_gone: bool,
+    on_backend_gone: Option<BackendGone>,
 }
 
+/// What to do once virtiofsd has gone away.
+pub type BackendGone = Box<dyn FnOnce() + Send>;
+
 impl VhostUserFsHandler {
-    /// Whether virtiofsd closed its socket (it died or was killed).
-    pub fn backend_gone(&self) -> bool {
-        self.backend_gone
+    /// virtiofsd closed its socket (it died or was killed): reported once.
+    fn backend_hung_up(&mut self) {
+        log::error!(
+            "virtio-fs: virtiofsd on '{}' went away; the guest's file system is gone",
+            self.socket_path.display()
+        );
+        if let Some(report) = self.on_backend_gone.take() {
+            report();
+        }
     }
 }
 
@@ -270,16 +282,8 @@ impl MutEventSubscriber for VhostUserFsHandler {
                 .event_set()
                 .intersects(EventSet::HANG_UP | EventSet::READ_HANG_UP | EventSet::ERROR)
             {
-                self.backend_gone = true;
-                log::error!(
-                    "virtio-fs: virtiofsd on '{}' went away; the guest's file system requests will fail",
-                    self.socket_path.display()
-                );
-                eprintln!(
-                    "dragonball: virtio-fs backend virtiofsd ('{}') exited",
-                    self.socket_path.display()
-                );
                 let _ = ops.remove(Events::empty(&self.socket));
+                self.backend_hung_up();
             }
         } else if let Some(call) = self.calls.iter().find(|c| c.as_raw_fd() == fd) {
             let _ = call.read();
