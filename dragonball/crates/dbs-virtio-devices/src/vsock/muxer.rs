@@ -387,17 +387,16 @@ impl VsockMuxer {
             return self.queue_control(key, op::RST, 0);
         }
         let path = format!("{}_{}", self.uds_path.display(), key.0);
-        let stream =
-            match UnixStream::connect(&path).and_then(|s| s.set_nonblocking(true).map(|_| s)) {
-                Ok(s) => s,
-                Err(e) => {
-                    log::info!(
-                        "vsock: guest connection to host port {} refused: {path}: {e}",
-                        key.0
-                    );
-                    return self.queue_control(key, op::RST, 0);
-                }
-            };
+        let stream = match connect_nonblocking(&path) {
+            Ok(s) => s,
+            Err(e) => {
+                log::info!(
+                    "vsock: guest connection to host port {} refused: {path}: {e}",
+                    key.0
+                );
+                return self.queue_control(key, op::RST, 0);
+            }
+        };
         let fd = stream.as_raw_fd();
         let mut conn = Connection::new(stream, ConnState::Established);
         conn.update_peer_credit(hdr.buf_alloc, hdr.fwd_cnt);
@@ -553,6 +552,20 @@ impl VsockMuxer {
     }
 }
 
+/// Connects to the unix socket at `path` without blocking the event loop: a listener
+/// whose backlog is full refuses at once (EAGAIN) instead of stalling every device.
+fn connect_nonblocking(path: &str) -> std::io::Result<UnixStream> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    connect(fd.as_raw_fd(), &UnixAddr::new(path)?)?;
+    Ok(UnixStream::from(fd))
+}
+
 /// Reads one TX packet: a full header plus exactly `len` payload bytes, at most
 /// [`MAX_PAYLOAD`]. Anything malformed is dropped.
 fn read_packet(
@@ -615,5 +628,45 @@ impl MutEventSubscriber for VsockMuxer {
 impl Drop for VsockMuxer {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.uds_path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A host listener that never accepts and whose backlog is full: the guest's
+    /// connection is refused at once (the event loop serving every device never blocks).
+    #[test]
+    fn a_full_host_listener_refuses_without_blocking() {
+        use nix::sys::socket::{Backlog, bind, listen};
+        let path = std::env::temp_dir().join(format!("vsock-backlog-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let listener = nix::sys::socket::socket(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::Stream,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .unwrap();
+        bind(
+            listener.as_raw_fd(),
+            &nix::sys::socket::UnixAddr::new(&path).unwrap(),
+        )
+        .unwrap();
+        listen(&listener, Backlog::new(0).unwrap()).unwrap();
+        let path = path.to_str().unwrap().to_string();
+        let mut held = Vec::new();
+        let started = std::time::Instant::now();
+        let refused = loop {
+            match connect_nonblocking(&path) {
+                Ok(stream) => held.push(stream),
+                Err(e) => break e,
+            }
+            assert!(held.len() < 64, "the backlog never filled");
+        };
+        assert_eq!(refused.kind(), std::io::ErrorKind::WouldBlock, "{refused}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        let _ = std::fs::remove_file(&path);
     }
 }
