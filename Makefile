@@ -33,7 +33,7 @@ help:
 	@echo "make initrd ARCH=a         test initrd + sandbox initrd (kata-agent as /init)"
 	@echo "make images                OCI image tarballs: busybox + pause, both arches"
 	@echo "make kvm-host ARCH=a CMD=c run CMD inside the KVM test host of ARCH"
-	@echo "make bench BENCH=boot|fs|ctr  boot / virtio-fs / ctr-run benchmarks (in the KVM test hosts)"
+	@echo "make bench BENCH=boot|fs|ctr|trace  boot / virtio-fs / ctr-run benchmarks, start-path trace (in the KVM test hosts)"
 	@echo "make test                  the whole test suite (what CI runs)"
 	@echo "make test-riscv64          the riscv64 KVM-host suites alone"
 	@echo "make run [ARCH=a]          ctr run busybox uname -a in a kata-rv microVM (private containerd)"

@@ -448,6 +448,14 @@ impl Vm {
         boot: &BootSourceConfig,
         exit: Arc<VmExit>,
     ) -> Result<(Running, Vec<Subscriber>), StartError> {
+        let started = std::time::Instant::now();
+        // The start-path trace (debug level; `make bench BENCH=trace` reads it).
+        let phase = |name: &str| {
+            log::debug!(
+                "vmm trace: {name} at {:.1} ms",
+                started.elapsed().as_secs_f64() * 1000.0
+            )
+        };
         let kvm = Kvm::new().map_err(|e| {
             StartError::kvm(
                 "opening /dev/kvm (this needs real KVM: run inside the KVM test host, see README)",
@@ -459,7 +467,9 @@ impl Vm {
                 .map_err(|e| StartError::kvm("KVM_CREATE_VM", e))?,
         );
         let size = self.config.mem_size_mib as u64 * (1 << 20);
+        phase("KVM VM created");
         let memory = dbs_address_space::create(&vm_fd, &arch::memory_ranges(size))?;
+        phase("guest memory mapped");
         let (console, console_socket) =
             Console::open(&self.config.console).map_err(StartError::Console)?;
         let mut virtio_devices: Vec<(&'static str, Box<dyn VirtioDevice>)> = Vec::new();
@@ -520,6 +530,7 @@ impl Vm {
             virtio_devices.push(("vsock", Box::new(device)));
             subscribers.push(muxer);
         }
+        phase("virtio devices created");
         let machine = arch::create_machine(MachineInputs {
             kvm: &kvm,
             vm_fd: &vm_fd,
@@ -531,8 +542,10 @@ impl Vm {
             virtio_devices,
             exit: exit.clone(),
         })?;
+        phase("machine built: irqchip, kernel, initrd, boot data, vCPUs set up");
         let vcpus = VcpuManager::start(machine.vcpus, machine.devices.into_bus(), exit)
             .map_err(|e| StartError::kvm("starting vCPU threads", e))?;
+        phase("vCPUs running");
         Ok((
             Running {
                 vcpus,

@@ -12,6 +12,7 @@ pub mod runtime;
 pub mod sandbox;
 pub mod spec;
 pub mod stdio;
+pub mod trace;
 
 pub use error::{Code, RuntimeError, RuntimeResult};
 pub use events::{Event, EventSink};

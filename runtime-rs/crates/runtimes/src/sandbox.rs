@@ -13,6 +13,7 @@ use kata_resource::{HostResources, SandboxPaths, VirtiofsdConfig};
 use slog::Logger;
 
 use crate::error::{Code, RuntimeError, RuntimeResult};
+use crate::trace::Trace;
 
 /// Connects to the agent of a booted VM.
 #[async_trait]
@@ -127,6 +128,7 @@ impl Sandbox {
         hostname: &str,
         log: &Logger,
     ) -> RuntimeResult<Self> {
+        let trace = Trace::start(log, "sandbox start", sid);
         let db = &config.hypervisor.dragonball;
         let initrd = db.initrd.clone().unwrap_or_default();
         for (key, path) in [("kernel", &db.kernel), ("initrd", &initrd)] {
@@ -146,11 +148,13 @@ impl Sandbox {
             .create_sandbox(sid, virtiofsd_config(config).as_ref(), log)
             .await
             .map_err(|e| RuntimeError::caused(Code::Internal, "preparing the sandbox", e))?;
+        trace.phase("host resources ready");
         let hypervisor = &backends.hypervisor;
         if let Err(e) = hypervisor.start(vm_spec(config, &paths)).await {
             resources.remove_sandbox(sid, log).await;
             return Err(RuntimeError::caused(Code::Internal, "starting the VM", e));
         }
+        trace.phase("vm started");
         slog::info!(log, "sandbox VM started"; "sandbox" => sid);
         let deadline = Duration::from_millis(config.agent.kata.reconnect_timeout_ms);
         let rpc_timeout = Duration::from_secs(config.agent.kata.create_container_timeout);
@@ -167,6 +171,7 @@ impl Sandbox {
                 });
             }
         };
+        trace.phase("agent connected");
         let sandbox = Self {
             id: sid.to_string(),
             paths,
@@ -191,13 +196,16 @@ impl Sandbox {
             sandbox.stop(log).await;
             return Err(RuntimeError::caused(Code::Internal, "in the guest", e));
         }
+        trace.phase("sandbox created in the guest");
         Ok(sandbox)
     }
 
     /// Tells the agent to destroy the sandbox (bounded), stops the VM (bounded), and
     /// removes the sandbox's host resources.
     pub async fn stop(&self, log: &Logger) {
+        let trace = Trace::start(log, "sandbox stop", &self.id);
         let _ = tokio::time::timeout(Duration::from_secs(10), self.agent.destroy_sandbox()).await;
+        trace.phase("sandbox destroyed in the guest");
         match self.backends.hypervisor.stop().await {
             VmExit::Exited(code) => {
                 slog::info!(log, "sandbox VM stopped"; "sandbox" => &self.id, "vmm_exit" => code)
@@ -207,6 +215,8 @@ impl Sandbox {
             }
             VmExit::NotRunning => {}
         }
+        trace.phase("vm stopped");
         self.backends.resources.remove_sandbox(&self.id, log).await;
+        trace.phase("host resources removed");
     }
 }

@@ -23,6 +23,7 @@ use crate::events::{Event, EventSink, killed_now};
 use crate::process::{Container, Exit, Process, Status, StdioPaths};
 use crate::sandbox::{Backends, Sandbox};
 use crate::spec;
+use crate::trace::Trace;
 
 /// How long CloseIO lets the stdin copy reach the FIFO's end before closing stdin.
 pub const STDIN_GRACE: Duration = Duration::from_secs(5);
@@ -163,6 +164,7 @@ impl Runtime {
     ) -> RuntimeResult<()> {
         let _creating = self.creating.lock().await;
         let id = &request.id;
+        let trace = Trace::start(&self.log(), "container create", id);
         if self.state.lock().await.containers.contains_key(id) {
             return Err(RuntimeError::new(
                 Code::AlreadyExists,
@@ -178,6 +180,7 @@ impl Runtime {
         })?;
         let guest = spec::for_guest(&oci, id)
             .map_err(|e| RuntimeError::caused(Code::InvalidArgument, "config.json", e))?;
+        trace.phase("spec rewritten");
         let (existing, pod) = {
             let state = self.state.lock().await;
             (state.sandbox.clone(), state.pod.as_ref().map(|p| p.phase))
@@ -201,6 +204,7 @@ impl Runtime {
                 sandbox
             }
         };
+        trace.phase("sandbox ready");
         let resources = &self.backends.resources;
         let host = resources
             .add_container(
@@ -211,6 +215,7 @@ impl Runtime {
                 &guest.binds,
             )
             .map_err(|e| RuntimeError::caused(Code::Internal, "container rootfs and binds", e))?;
+        trace.phase("rootfs and binds");
         let create = kata_agent_protocols::agent::CreateContainerRequest {
             container_id: id.clone(),
             exec_id: id.clone(),
@@ -221,6 +226,7 @@ impl Runtime {
             let _ = resources.remove_container(&host);
             return Err(RuntimeError::caused(Code::Internal, "in the guest", e));
         }
+        trace.phase("container created in the guest");
         let container = Container {
             bundle: request.bundle.clone(),
             init: Process::new(request.stdio.clone(), None),

@@ -7,6 +7,7 @@ use crate::error::{Code, RuntimeError, RuntimeResult};
 use crate::events::Event;
 use crate::process::{Exit, Process, Status, StdioPaths};
 use crate::sandbox::Sandbox;
+use crate::trace::Trace;
 use crate::{spec, stdio};
 
 use super::{FAILED_START_STATUS, Runtime, STDIN_GRACE};
@@ -14,6 +15,7 @@ use super::{FAILED_START_STATUS, Runtime, STDIN_GRACE};
 impl Runtime {
     /// Starts a container's init (`exec_id` empty) or an added exec.
     pub async fn start(self: &Arc<Self>, id: &str, exec_id: &str) -> RuntimeResult<u32> {
+        let trace = Trace::start(&self.log(), "process start", id);
         let sandbox = self.sandbox().await?;
         let (stdio, spec) = {
             let mut state = self.state.lock().await;
@@ -40,6 +42,7 @@ impl Runtime {
                 e,
             ));
         }
+        trace.phase("started in the guest");
         let (io, stdin_done) = stdio::start_io(agent, id, exec_id, &stdio);
         let sender = {
             let mut state = self.state.lock().await;
@@ -48,7 +51,7 @@ impl Runtime {
             process.stdin_done = Some(stdin_done);
             process.exit_sender()
         };
-        self.spawn_waiter(sandbox, id, exec_id, io, sender);
+        self.spawn_waiter(sandbox, id, exec_id, io, sender, trace);
         let event = if exec_id.is_empty() {
             Event::Started {
                 id: id.into(),
@@ -102,11 +105,13 @@ impl Runtime {
         exec_id: &str,
         io: tokio::task::JoinHandle<()>,
         sender: tokio::sync::watch::Sender<Option<Exit>>,
+        trace: Trace,
     ) {
         let this = self.clone();
         let (id, exec_id) = (id.to_string(), exec_id.to_string());
         tokio::spawn(async move {
             let exit = stdio::wait_exit(&sandbox.agent, &id, &exec_id, io).await;
+            trace.phase("exit seen, output drained");
             sender.send_replace(Some(exit));
             this.events
                 .publish(Event::Exited {
@@ -163,7 +168,8 @@ impl Runtime {
         if let Some(sender) = never_started {
             // A created process has no waiter yet: the agent reports its end.
             let io = tokio::spawn(async {});
-            self.spawn_waiter(sandbox, id, exec_id, io, sender);
+            let trace = Trace::start(&self.log(), "kill of a created process", id);
+            self.spawn_waiter(sandbox, id, exec_id, io, sender, trace);
         }
         Ok(())
     }
