@@ -1150,7 +1150,8 @@ fn virtiofsd_absent_or_killed_is_an_error_not_a_hang() {
     vmm.join().unwrap();
     std::fs::remove_file(&socket).unwrap();
 
-    // virtiofsd killed while the VM runs: the VM still shuts down cleanly.
+    // virtiofsd killed while the VM runs: the guest's file system is gone, so the VMM
+    // ends the VM itself (a failure status), bounded, and leaves nothing behind.
     let before = resources();
     let mut daemon = Virtiofsd::start(&socket, &shared);
     let (client, vmm) = setup();
@@ -1172,9 +1173,19 @@ fn virtiofsd_absent_or_killed_is_an_error_not_a_hang() {
     daemon.0.kill().unwrap();
     daemon.0.wait().unwrap();
     drop(daemon);
-    std::thread::sleep(Duration::from_millis(200));
-    client.request(VmmAction::ShutdownMicroVm).unwrap();
-    assert_eq!(vmm.join().unwrap(), 0);
+    let killed = Instant::now();
+    while !vmm.is_finished() {
+        assert!(
+            killed.elapsed() < Duration::from_secs(30),
+            "the VM did not end after its virtiofsd died"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(vmm.join().unwrap(), 1, "the VM ended with a failure status");
+    assert!(matches!(
+        client.request(VmmAction::ShutdownMicroVm),
+        Err(VmmActionError::VmmGone)
+    ));
     drop(client);
     let _ = std::fs::remove_file(&socket);
     assert_eq!(resources_settled(before), before, "threads/fds left behind");

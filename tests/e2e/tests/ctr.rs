@@ -240,6 +240,25 @@ fn ctr_runs_containers_in_microvms_and_leaves_nothing_behind() {
     assert!(out.status.success());
     assert_nothing_left("hello");
 
+    // What pods commonly expect of the guest kernel: inotify and fanotify (their sysctls
+    // exist only when built in) and keyrings (/proc/keys).
+    let out = ctrd.run(
+        "kernel-features",
+        &[],
+        &[
+            "sh",
+            "-c",
+            "cat /proc/sys/fs/inotify/max_user_watches /proc/sys/fs/fanotify/max_user_marks && test -e /proc/keys && echo keys",
+        ],
+    );
+    let said = text(&out.stdout);
+    assert!(
+        out.status.success() && said.ends_with("keys\n") && said.lines().count() == 3,
+        "stdout: {said} stderr: {}",
+        text(&out.stderr)
+    );
+    assert_nothing_left("kernel-features");
+
     // The external virtiofsd backend (shared_fs = "virtio-fs"), sandboxed: chrooted into
     // the share, under its seccomp filter. (Its default namespace sandbox pivot_roots,
     // which the test hosts' initramfs root does not allow.) It goes with the sandbox.

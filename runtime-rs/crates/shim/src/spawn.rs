@@ -55,7 +55,7 @@ impl Server {
             .stderr(Stdio::null())
             .args(["-namespace", &flags.namespace, "-id", &flags.id])
             .args(["-address", &flags.address, "-socket", address])
-            .envs(env.iter().map(|(k, v)| (k, v)));
+            .envs(env.iter().map(|(key, value)| (*key, value)));
         if flags.debug {
             command.arg("-debug");
         }
