@@ -75,13 +75,17 @@ fn main() {
         "" => finish(Err("no action and no -socket to serve".into())),
         other => finish(Err(format!("unknown action '{other}'"))),
     }
-    let served = tokio::runtime::Builder::new_multi_thread()
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .map_err(|e| format!("serve: the async runtime: {e}"))
-        .and_then(|rt| rt.block_on(serve::run(&flags)).map_err(|e| e.to_string()));
-    // Exit at once: dropping the runtime would wait for blocking-pool threads, and one may
-    // be parked opening a FIFO whose other end containerd never opened.
-    finish(served.map(|()| Vec::new()));
+    {
+        Ok(runtime) => runtime,
+        Err(e) => finish(Err(format!("serve: the async runtime: {e}"))),
+    };
+    let served = runtime.block_on(serve::run(&flags));
+    // Exit while the runtime is still alive: dropping it would wait for blocking-pool
+    // threads, and one may be parked opening a FIFO whose other end containerd never
+    // opened.
+    finish(served.map(|()| Vec::new()).map_err(|e| e.to_string()));
 }
