@@ -139,17 +139,28 @@ mod tests {
     #[test]
     fn leftovers_are_found_by_their_socket_and_killed() {
         let paths = SandboxPaths::new(&format!("leftover-{}", std::process::id()));
-        // The builtin `read` blocks without forking or exec'ing: one process, this argv.
         let arg = format!("--socket-path={}", paths.virtiofsd_socket().display());
+        // `sleep` with the argument as its argv[0]: one process that neither forks nor
+        // reads, whose command line holds exactly that argument.
         let blocked = |arg: &str| {
-            std::process::Command::new("sh")
-                .args(["-c", "read line", arg])
-                .stdin(std::process::Stdio::piped())
+            std::os::unix::process::CommandExt::arg0(&mut std::process::Command::new("sleep"), arg)
+                .arg("60")
                 .spawn()
                 .unwrap()
         };
         let mut leftover = blocked(&arg);
         let mut other = blocked("--socket-path=/elsewhere");
+        // Right after spawn the new image's arguments may not be in place yet.
+        let started = std::time::Instant::now();
+        for child in [&leftover, &other] {
+            while std::fs::read(format!("/proc/{}/cmdline", child.id()))
+                .map(|c| c.is_empty())
+                .unwrap_or(true)
+            {
+                assert!(started.elapsed() < Duration::from_secs(5), "no cmdline");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
         let found = kill_leftovers(&paths);
         if found != 1 {
             let cmdline = std::fs::read(format!("/proc/{}/cmdline", leftover.id()));
