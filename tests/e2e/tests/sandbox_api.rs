@@ -109,7 +109,7 @@ fn bundle(dir: &Path, name: &str, args: &[&str], annotations: &str) -> PathBuf {
     std::fs::write(
         bundle.join("config.json"),
         format!(
-            r#"{{"ociVersion":"1.0.2","hostname":"{HOSTNAME}","process":{{"user":{{"uid":0,"gid":0}},"args":[{}],"cwd":"/","env":["PATH=/bin"]}},"root":{{"path":"rootfs"}},"annotations":{{{annotations}}}}}"#,
+            r#"{{"ociVersion":"1.0.2","hostname":"{HOSTNAME}","process":{{"user":{{"uid":0,"gid":0}},"args":[{}],"cwd":"/","env":["PATH=/bin"]}},"root":{{"path":"rootfs"}},"linux":{{"namespaces":[{{"type":"mount"}},{{"type":"pid"}}]}},"annotations":{{{annotations}}}}}"#,
             args.join(",")
         ),
     )
