@@ -6,6 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use kata_agent_protocols::agent as api;
 use kata_agent_protocols::oci;
+use kata_agent_protocols::types;
 
 use crate::{AgentClient, context};
 
@@ -65,6 +66,10 @@ pub trait Agent: Send + Sync {
     async fn stats_container(&self, id: &str) -> RpcResult<api::StatsContainerResponse>;
     /// GetOOMEvent: the id of the next container that hit its memory limit.
     async fn get_oom_event(&self) -> RpcResult<String>;
+    /// UpdateInterface: configures the guest interface with `interface`'s MAC.
+    async fn update_interface(&self, interface: types::Interface) -> RpcResult<()>;
+    /// UpdateRoutes: adds `routes` to the guest's table.
+    async fn update_routes(&self, routes: Vec<types::Route>) -> RpcResult<()>;
 }
 
 /// [`Agent`] over a connected ttrpc client, with one deadline for ordinary calls.
@@ -308,5 +313,35 @@ impl Agent for TtrpcAgent {
             .get_oom_event(context(Duration::ZERO), &request)
             .await;
         rpc("GetOOMEvent", reply).map(|e| e.container_id)
+    }
+
+    async fn update_interface(&self, interface: types::Interface) -> RpcResult<()> {
+        let request = api::UpdateInterfaceRequest {
+            interface: Some(interface).into(),
+            ..Default::default()
+        };
+        let reply = self
+            .client
+            .agent
+            .update_interface(self.timed(), &request)
+            .await;
+        rpc("UpdateInterface", reply).map(drop)
+    }
+
+    async fn update_routes(&self, routes: Vec<types::Route>) -> RpcResult<()> {
+        let request = api::UpdateRoutesRequest {
+            routes: Some(api::Routes {
+                Routes: routes,
+                ..Default::default()
+            })
+            .into(),
+            ..Default::default()
+        };
+        let reply = self
+            .client
+            .agent
+            .update_routes(self.timed(), &request)
+            .await;
+        rpc("UpdateRoutes", reply).map(drop)
     }
 }

@@ -181,6 +181,18 @@ pub struct Agents {
     pub kata: KataAgent,
 }
 
+/// Kata's `internetworking_model`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+pub enum InternetworkingModel {
+    /// The VMM's tap is joined to the pod's CNI interface by tc mirred redirects.
+    #[default]
+    #[serde(rename = "tcfilter")]
+    TcFilter,
+    /// The VM gets no network interface.
+    #[serde(rename = "none")]
+    None,
+}
+
 /// `[runtime]`.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -200,9 +212,9 @@ pub struct Runtime {
     /// Must be `kata` when set.
     #[serde(default)]
     pub agent_name: Option<String>,
-    /// Only `none` is supported (the sandbox has no network interfaces yet).
+    /// How the pod's network reaches the VM: `tcfilter` (the default) or `none`.
     #[serde(default)]
-    pub internetworking_model: Option<String>,
+    pub internetworking_model: InternetworkingModel,
     /// Accepted for Kata compatibility.
     #[serde(default)]
     pub disable_new_netns: bool,
@@ -380,17 +392,6 @@ impl Config {
             return Err(self.bad(
                 "runtime.agent_name",
                 format!("'{name}': only kata is available"),
-            ));
-        }
-        if let Some(model) = self
-            .runtime
-            .internetworking_model
-            .as_deref()
-            .filter(|m| *m != "none")
-        {
-            return Err(self.bad(
-                "runtime.internetworking_model",
-                format!("'{model}' is not supported yet (use \"none\")"),
             ));
         }
         if !self.runtime.experimental.is_empty() {

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use dragonball::{
-    BootSourceConfig, ConsoleConfig, FsBackend, FsDeviceConfigInfo, VmConfigInfo, VmmAction,
-    VmmClient, VsockDeviceConfigInfo,
+    BootSourceConfig, ConsoleConfig, FsBackend, FsDeviceConfigInfo, NetworkInterfaceConfig,
+    VmConfigInfo, VmmAction, VmmClient, VsockDeviceConfigInfo,
 };
 
 use crate::{Hypervisor, HypervisorError, SharedFs, VmExit, VmSpec};
@@ -45,7 +45,7 @@ pub fn actions(spec: &VmSpec) -> Vec<VmmAction> {
             socket: socket.clone(),
         },
     };
-    vec![
+    let mut actions = vec![
         VmmAction::SetVmConfiguration(VmConfigInfo {
             vcpu_count: spec.vcpus,
             mem_size_mib: spec.memory_mib as usize,
@@ -64,8 +64,54 @@ pub fn actions(spec: &VmSpec) -> Vec<VmmAction> {
             tag: "kataShared".into(),
             backend,
         }),
-        VmmAction::StartMicroVm,
-    ]
+    ];
+    for (index, net) in spec.nets.iter().enumerate() {
+        actions.push(VmmAction::InsertNetworkDevice(NetworkInterfaceConfig {
+            iface_id: format!("eth{index}"),
+            host_dev_name: net.tap.clone(),
+            guest_mac: Some(net.mac.clone()),
+        }));
+    }
+    actions.push(VmmAction::StartMicroVm);
+    actions
+}
+
+/// Moves the calling thread into network namespace `netns` (threads it starts after
+/// this, like the VMM's, are born there).
+fn enter_netns(netns: &std::path::Path) -> Result<(), HypervisorError> {
+    let error = |source: std::io::Error| HypervisorError::Netns {
+        netns: netns.to_path_buf(),
+        source,
+    };
+    let file = std::fs::File::open(netns).map_err(error)?;
+    nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| error(e.into()))
+}
+
+/// Starts the VMM thread and sends it `actions`, on a thread of its own that first
+/// entered `netns` when given (the shim's threads never change namespace).
+fn boot(
+    actions: Vec<VmmAction>,
+    netns: Option<PathBuf>,
+) -> Result<(VmmClient, JoinHandle<i32>), HypervisorError> {
+    if let Some(netns) = &netns {
+        enter_netns(netns)?;
+    }
+    let (client, thread) = dragonball::start_vmm_thread().map_err(HypervisorError::Spawn)?;
+    for action in actions {
+        match client.request_within(action, ACTION_BOUND) {
+            Ok(_) => {}
+            // The VMM thread is stuck: leave it (it dies with the shim).
+            Err(e @ dragonball::VmmActionError::Timeout { .. }) => {
+                return Err(HypervisorError::Vmm(e));
+            }
+            Err(e) => {
+                let _ = client.request_within(VmmAction::ShutdownMicroVm, ACTION_BOUND);
+                let _ = thread.join();
+                return Err(HypervisorError::Vmm(e));
+            }
+        }
+    }
+    Ok((client, thread))
 }
 
 /// A Dragonball VM on its own thread.
@@ -90,27 +136,17 @@ impl Hypervisor for Dragonball {
         }
         *self.console.lock().unwrap_or_else(|e| e.into_inner()) = Some(spec.console.clone());
         let actions = actions(&spec);
-        let started = tokio::task::spawn_blocking(move || {
-            let (client, thread) =
-                dragonball::start_vmm_thread().map_err(HypervisorError::Spawn)?;
-            for action in actions {
-                match client.request_within(action, ACTION_BOUND) {
-                    Ok(_) => {}
-                    // The VMM thread is stuck: leave it (it dies with the shim).
-                    Err(e @ dragonball::VmmActionError::Timeout { .. }) => {
-                        return Err(HypervisorError::Vmm(e));
-                    }
-                    Err(e) => {
-                        let _ = client.request_within(VmmAction::ShutdownMicroVm, ACTION_BOUND);
-                        let _ = thread.join();
-                        return Err(HypervisorError::Vmm(e));
-                    }
-                }
-            }
-            Ok((client, thread))
-        })
-        .await
-        .map_err(|e| HypervisorError::Task(e.to_string()))??;
+        let netns = spec.netns.clone();
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("vmm-boot".into())
+            .spawn(move || {
+                let _ = reply.send(boot(actions, netns));
+            })
+            .map_err(HypervisorError::Spawn)?;
+        let started = answer
+            .await
+            .map_err(|e| HypervisorError::Task(e.to_string()))??;
         *self.vmm.lock().unwrap_or_else(|e| e.into_inner()) = Some(started);
         Ok(())
     }
@@ -164,6 +200,11 @@ mod tests {
             console: "/c".into(),
             vsock_uds: "/v".into(),
             shared_fs: SharedFs::VhostUser("/s".into()),
+            netns: Some("/var/run/netns/cni-1".into()),
+            nets: vec![crate::NetInterface {
+                tap: "tap0_kata".into(),
+                mac: "0a:58:0a:58:00:05".into(),
+            }],
         };
         let names: Vec<String> = actions(&spec)
             .iter()
@@ -182,6 +223,7 @@ mod tests {
                 "ConfigureBootSource",
                 "InsertVsockDevice",
                 "InsertFsDevice",
+                "InsertNetworkDevice",
                 "StartMicroVm"
             ]
         );

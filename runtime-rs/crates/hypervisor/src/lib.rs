@@ -18,6 +18,15 @@ pub enum SharedFs {
     VhostUser(PathBuf),
 }
 
+/// A virtio-net interface on a host tap.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetInterface {
+    /// The tap the VMM opens (in [`VmSpec::netns`]).
+    pub tap: String,
+    /// The guest interface's MAC.
+    pub mac: String,
+}
+
 /// Everything a sandbox VM is made of.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VmSpec {
@@ -37,6 +46,10 @@ pub struct VmSpec {
     pub vsock_uds: PathBuf,
     /// The shared filesystem.
     pub shared_fs: SharedFs,
+    /// The network namespace the VMM runs in (the pod's), if any: its taps are there.
+    pub netns: Option<PathBuf>,
+    /// Network interfaces.
+    pub nets: Vec<NetInterface>,
 }
 
 /// Why a VM did not start.
@@ -51,6 +64,15 @@ pub enum HypervisorError {
     /// A VM is already running.
     #[error("the sandbox VM is already running")]
     AlreadyRunning,
+    /// The pod's network namespace could not be entered.
+    #[error("entering the network namespace {netns}: {source}")]
+    Netns {
+        /// The namespace.
+        netns: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The blocking task driving the VMM was lost.
     #[error("the VMM start task failed: {0}")]
     Task(String),

@@ -1,9 +1,11 @@
 //! Everything a sandbox does to the host, each with its undo: its directories
 //! ([`paths`]), the share in Kata's layout ([`share`]), virtiofsd ([`virtiofsd`]) and each
-//! container's rootfs mount and binds into the share ([`container`]). [`HostResources`]
+//! container's rootfs mount and binds into the share ([`container`]), the pod network's tc
+//! redirect between the CNI veth and the VMM's tap ([`network`]). [`HostResources`]
 //! is the seam the lifecycle uses, so it can be tested without root.
 
 pub mod container;
+pub mod network;
 pub mod paths;
 pub mod share;
 pub mod virtiofsd;
@@ -15,6 +17,7 @@ use async_trait::async_trait;
 use slog::Logger;
 
 pub use container::{ContainerResources, RootfsMount, ShareBind};
+pub use network::{NetworkError, PodInterface, PodNetwork, PodRoute};
 pub use paths::SandboxPaths;
 pub use share::ShareDirs;
 pub use virtiofsd::VirtiofsdConfig;
@@ -51,6 +54,9 @@ pub enum ResourceError {
     /// Removing what was created.
     #[error(transparent)]
     Remove(#[from] safe_fs::RemoveError),
+    /// The pod network.
+    #[error(transparent)]
+    Network(#[from] NetworkError),
 }
 
 /// The host operations of a sandbox's lifecycle.
@@ -79,6 +85,13 @@ pub trait HostResources: Send + Sync {
     ) -> Result<ContainerResources, ResourceError>;
     /// Undoes [`HostResources::add_container`].
     fn remove_container(&self, container: &ContainerResources) -> Result<(), ResourceError>;
+    /// Reads the pod network CNI prepared in `netns`; None when it holds nothing but
+    /// loopback.
+    async fn scan_network(&self, netns: &Path) -> Result<Option<PodNetwork>, ResourceError>;
+    /// Joins the VMM's tap to the pod interface (the VM has opened the tap).
+    async fn connect_network(&self, network: &PodNetwork) -> Result<(), ResourceError>;
+    /// Undoes [`HostResources::connect_network`]; failures are logged.
+    async fn disconnect_network(&self, network: &PodNetwork, log: &Logger);
 }
 
 /// The real host: mounts, directories and processes.
@@ -148,5 +161,19 @@ impl HostResources for Host {
 
     fn remove_container(&self, container: &ContainerResources) -> Result<(), ResourceError> {
         container::remove(container)
+    }
+
+    async fn scan_network(&self, netns: &Path) -> Result<Option<PodNetwork>, ResourceError> {
+        Ok(network::scan(netns).await?)
+    }
+
+    async fn connect_network(&self, network: &PodNetwork) -> Result<(), ResourceError> {
+        Ok(network::connect(network).await?)
+    }
+
+    async fn disconnect_network(&self, network: &PodNetwork, log: &Logger) {
+        if let Err(e) = network::disconnect(&network.netns, &network.interface.name).await {
+            slog::warn!(log, "the pod network was not fully disconnected"; "error" => %e);
+        }
     }
 }

@@ -5,6 +5,7 @@
 //! fakes.
 
 pub mod agent_log;
+pub mod cri;
 pub mod error;
 pub mod events;
 pub mod process;
@@ -20,4 +21,4 @@ pub use process::{Exit, Status, StdioPaths};
 pub use runtime::{
     ConfigLoader, CreateRequest, PodPhase, PodStatus, ProcessState, Runtime, STDIN_GRACE,
 };
-pub use sandbox::{AgentConnector, Backends, HybridVsock, Sandbox};
+pub use sandbox::{AgentConnector, Backends, HybridVsock, PodSetup, Sandbox};

@@ -7,9 +7,10 @@ use std::time::Duration;
 use agent_client::{Agent, AgentClient, ConnectError, Endpoint, TtrpcAgent};
 use async_trait::async_trait;
 use kata_agent_protocols::agent as api;
-use kata_config::{Config, SharedFs};
-use kata_hypervisor::{Hypervisor, VmExit, VmSpec};
-use kata_resource::{HostResources, SandboxPaths, VirtiofsdConfig};
+use kata_agent_protocols::types;
+use kata_config::{Config, InternetworkingModel, SharedFs};
+use kata_hypervisor::{Hypervisor, NetInterface, VmExit, VmSpec};
+use kata_resource::{HostResources, PodNetwork, SandboxPaths, VirtiofsdConfig};
 use slog::Logger;
 
 use crate::error::{Code, RuntimeError, RuntimeResult};
@@ -81,6 +82,15 @@ pub struct Backends {
 /// Where the guest mounts the share.
 pub const GUEST_SHARE: &str = crate::spec::GUEST_SHARE;
 
+/// What the pod asks of its sandbox.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PodSetup {
+    /// The guest's hostname.
+    pub hostname: String,
+    /// The pod's network namespace (made by CNI), if any.
+    pub netns: Option<std::path::PathBuf>,
+}
+
 /// A running sandbox.
 pub struct Sandbox {
     /// Its id (the first container's).
@@ -89,10 +99,54 @@ pub struct Sandbox {
     pub paths: SandboxPaths,
     /// The agent.
     pub agent: Arc<dyn Agent>,
+    /// The pod network joined to the VM, if any.
+    pub network: Option<PodNetwork>,
     backends: Backends,
 }
 
-fn vm_spec(config: &Config, paths: &SandboxPaths) -> VmSpec {
+/// The guest interface and routes that give the VM the pod's network.
+fn guest_network(network: &PodNetwork) -> (types::Interface, Vec<types::Route>) {
+    let pod = &network.interface;
+    let interface = types::Interface {
+        device: pod.name.clone(),
+        name: pod.name.clone(),
+        hwAddr: pod.mac.clone(),
+        mtu: u64::from(pod.mtu),
+        IPAddresses: pod
+            .addresses
+            .iter()
+            .map(|(ip, prefix)| types::IPAddress {
+                family: types::IPFamily::v4.into(),
+                address: ip.to_string(),
+                mask: prefix.to_string(),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let routes = network
+        .routes
+        .iter()
+        .map(|route| types::Route {
+            dest: route
+                .destination
+                .map(|(ip, prefix)| format!("{ip}/{prefix}"))
+                .unwrap_or_default(),
+            gateway: route.gateway.map(|g| g.to_string()).unwrap_or_default(),
+            device: if route.on_link {
+                pod.name.clone()
+            } else {
+                String::new()
+            },
+            source: route.source.map(|s| s.to_string()).unwrap_or_default(),
+            family: types::IPFamily::v4.into(),
+            ..Default::default()
+        })
+        .collect();
+    (interface, routes)
+}
+
+fn vm_spec(config: &Config, paths: &SandboxPaths, network: Option<&PodNetwork>) -> VmSpec {
     let db = &config.hypervisor.dragonball;
     VmSpec {
         vcpus: config.vcpus(),
@@ -106,6 +160,14 @@ fn vm_spec(config: &Config, paths: &SandboxPaths) -> VmSpec {
             SharedFs::VirtioFs => kata_hypervisor::SharedFs::VhostUser(paths.virtiofsd_socket()),
             SharedFs::Inline => kata_hypervisor::SharedFs::Inline(paths.share.shared.clone()),
         },
+        netns: network.map(|n| n.netns.clone()),
+        nets: network
+            .map(|n| NetInterface {
+                tap: n.tap.clone(),
+                mac: n.interface.mac.clone(),
+            })
+            .into_iter()
+            .collect(),
     }
 }
 
@@ -118,6 +180,14 @@ fn virtiofsd_config(config: &Config) -> Option<VirtiofsdConfig> {
     })
 }
 
+/// Disconnects the pod network and removes sandbox `sid`'s host resources.
+async fn release_host(backends: &Backends, sid: &str, network: Option<&PodNetwork>, log: &Logger) {
+    if let Some(network) = network {
+        backends.resources.disconnect_network(network, log).await;
+    }
+    backends.resources.remove_sandbox(sid, log).await;
+}
+
 impl Sandbox {
     /// Creates the host resources, boots the VM, connects to the agent and creates the
     /// sandbox in it. On failure everything created is removed again.
@@ -125,7 +195,7 @@ impl Sandbox {
         backends: &Backends,
         config: &Config,
         sid: &str,
-        hostname: &str,
+        pod: &PodSetup,
         log: &Logger,
     ) -> RuntimeResult<Self> {
         let trace = Trace::start(log, "sandbox start", sid);
@@ -149,38 +219,76 @@ impl Sandbox {
             .await
             .map_err(|e| RuntimeError::caused(Code::Internal, "preparing the sandbox", e))?;
         trace.phase("host resources ready");
+        let netns = pod
+            .netns
+            .as_deref()
+            .filter(|_| config.runtime.internetworking_model == InternetworkingModel::TcFilter);
+        let network = match netns {
+            Some(netns) => match resources.scan_network(netns).await {
+                Ok(network) => network,
+                Err(e) => {
+                    resources.remove_sandbox(sid, log).await;
+                    return Err(RuntimeError::caused(
+                        Code::InvalidArgument,
+                        "the pod network",
+                        e,
+                    ));
+                }
+            },
+            None => None,
+        };
         let hypervisor = &backends.hypervisor;
-        if let Err(e) = hypervisor.start(vm_spec(config, &paths)).await {
-            resources.remove_sandbox(sid, log).await;
+        let spec = vm_spec(config, &paths, network.as_ref());
+        if let Err(e) = hypervisor.start(spec).await {
+            release_host(backends, sid, network.as_ref(), log).await;
             return Err(RuntimeError::caused(Code::Internal, "starting the VM", e));
         }
         trace.phase("vm started");
         slog::info!(log, "sandbox VM started"; "sandbox" => sid);
+        let abort = async |error: RuntimeError| {
+            hypervisor.stop().await;
+            release_host(backends, sid, network.as_ref(), log).await;
+            Err(error)
+        };
+        if let Some(network) = &network
+            && let Err(e) = resources.connect_network(network).await
+        {
+            return abort(RuntimeError::caused(
+                Code::Internal,
+                "joining the VM to the pod network",
+                e,
+            ))
+            .await;
+        }
         let deadline = Duration::from_millis(config.agent.kata.reconnect_timeout_ms);
         let rpc_timeout = Duration::from_secs(config.agent.kata.create_container_timeout);
         let agent = match backends.agents.connect(&paths, deadline, rpc_timeout).await {
             Ok(agent) => agent,
             Err(e) => {
                 let tail = hypervisor.console_tail(20);
-                hypervisor.stop().await;
-                resources.remove_sandbox(sid, log).await;
-                return Err(RuntimeError {
+                return abort(RuntimeError {
                     code: Code::Internal,
                     message: format!("{e}; guest console tail:\n{tail}"),
                     source: Some(Box::new(e)),
-                });
+                })
+                .await;
             }
         };
-        trace.phase("agent connected");
         let sandbox = Self {
             id: sid.to_string(),
             paths,
             agent,
+            network,
             backends: backends.clone(),
         };
+        trace.phase("agent connected");
         backends.agents.forward_logs(&sandbox.paths, log.clone());
+        if let Err(e) = sandbox.configure_guest_network().await {
+            sandbox.stop(log).await;
+            return Err(e);
+        }
         let request = api::CreateSandboxRequest {
-            hostname: hostname.to_string(),
+            hostname: pod.hostname.clone(),
             sandbox_id: sid.to_string(),
             storages: vec![api::Storage {
                 driver: "virtio-fs".into(),
@@ -200,6 +308,23 @@ impl Sandbox {
         Ok(sandbox)
     }
 
+    /// Gives the guest the pod interface's address and routes.
+    async fn configure_guest_network(&self) -> RuntimeResult<()> {
+        let Some(network) = &self.network else {
+            return Ok(());
+        };
+        let (interface, routes) = guest_network(network);
+        let failed = |e| RuntimeError::caused(Code::Internal, "configuring the guest network", e);
+        self.agent
+            .update_interface(interface)
+            .await
+            .map_err(failed)?;
+        if !routes.is_empty() {
+            self.agent.update_routes(routes).await.map_err(failed)?;
+        }
+        Ok(())
+    }
+
     /// Tells the agent to destroy the sandbox (bounded), stops the VM (bounded), and
     /// removes the sandbox's host resources.
     pub async fn stop(&self, log: &Logger) {
@@ -216,7 +341,7 @@ impl Sandbox {
             VmExit::NotRunning => {}
         }
         trace.phase("vm stopped");
-        self.backends.resources.remove_sandbox(&self.id, log).await;
+        release_host(&self.backends, &self.id, self.network.as_ref(), log).await;
         trace.phase("host resources removed");
     }
 }

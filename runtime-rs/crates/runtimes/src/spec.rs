@@ -238,9 +238,18 @@ pub fn for_guest(spec: &oci::Spec, id: &str) -> Result<GuestSpec, SpecError> {
             list.iter()
                 .filter_map(|ns| {
                     let kind = serde_json::to_value(ns.typ()).ok()?.as_str()?.to_string();
-                    // The VM is the pod: no network or user namespace inside, and host
-                    // namespace paths mean nothing in the guest.
+                    // The VM is the pod: no network or user namespace inside. A pod
+                    // container's ipc/uts/pid path names its sandbox's namespace: the
+                    // agent joins the sandbox container's (the path itself means nothing
+                    // in the guest); other paths are dropped.
+                    let joins_pod = ["ipc", "uts", "pid"].contains(&kind.as_str());
                     (kind != "network" && kind != "user").then(|| pb::LinuxNamespace {
+                        Path: ns
+                            .path()
+                            .as_ref()
+                            .filter(|_| joins_pod)
+                            .map(|p| p.to_string_lossy().into_owned())
+                            .unwrap_or_default(),
                         Type: kind,
                         ..Default::default()
                     })

@@ -14,7 +14,14 @@ const SOON: Duration = Duration::from_secs(5);
 async fn create_start_join_stop_wait_shutdown_leaves_nothing() {
     let w = World::new("pod-life", Setup::default());
     w.runtime
-        .create_pod("pod", "pod-host", &w.loader())
+        .create_pod(
+            "pod",
+            kata_runtimes::PodSetup {
+                hostname: "pod-host".into(),
+                netns: None,
+            },
+            &w.loader(),
+        )
         .await
         .unwrap();
     assert_eq!(w.vm.running(), 0, "CreateSandbox boots nothing");
@@ -70,10 +77,13 @@ async fn out_of_order_calls_are_refused_by_name() {
     let w = World::new("pod-order", Setup::default());
     let err = w.runtime.start_pod("pod").await.unwrap_err();
     assert_eq!(err.code, Code::NotFound);
-    w.runtime.create_pod("pod", "", &w.loader()).await.unwrap();
+    w.runtime
+        .create_pod("pod", Default::default(), &w.loader())
+        .await
+        .unwrap();
     let err = w
         .runtime
-        .create_pod("other", "", &w.loader())
+        .create_pod("other", Default::default(), &w.loader())
         .await
         .unwrap_err();
     assert_eq!(err.code, Code::AlreadyExists);
@@ -99,7 +109,10 @@ async fn a_vm_that_fails_to_start_leaves_the_pod_created_and_nothing_else() {
             ..Default::default()
         },
     );
-    w.runtime.create_pod("pod", "", &w.loader()).await.unwrap();
+    w.runtime
+        .create_pod("pod", Default::default(), &w.loader())
+        .await
+        .unwrap();
     assert!(w.runtime.start_pod("pod").await.is_err());
     assert_eq!(
         w.runtime.pod_status("pod").await.unwrap().phase,

@@ -22,21 +22,16 @@ mod vmm_log;
 
 use std::io::Write;
 
-/// CRI's annotation naming a container's kind (`sandbox` or `container`).
-const CRI_CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
-/// CRI's annotation naming the sandbox a container belongs to.
-const CRI_SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
-
 /// The runtime name containerd knows this shim by.
 const RUNTIME_ID: &str = "io.containerd.kata.v2";
 
 /// The sandbox a CRI pod container belongs to (None: it is a sandbox itself).
 fn sandbox_of(bundle: &std::path::Path) -> Option<String> {
     let spec = oci_spec::runtime::Spec::load(bundle.join("config.json")).ok()?;
-    let annotations = spec.annotations().as_ref()?;
-    (annotations.get(CRI_CONTAINER_TYPE).map(String::as_str) == Some("container"))
-        .then(|| annotations.get(CRI_SANDBOX_ID).cloned())
-        .flatten()
+    match kata_runtimes::cri::role(&spec) {
+        kata_runtimes::cri::Role::Container { sandbox } => Some(sandbox),
+        _ => None,
+    }
 }
 
 /// Prints `reply` and exits 0, or prints the error and exits 1.

@@ -2,6 +2,7 @@
 //! with `sandboxer = "shim"`): protobuf in, the runtime's pod calls out. The pod's
 //! containers then come through the Task service and join the sandbox's VM.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -10,7 +11,7 @@ use containerd_shim_protos::protobuf::MessageField;
 use containerd_shim_protos::sandbox_api as api;
 use containerd_shim_protos::sandbox_async::Sandbox;
 use containerd_shim_protos::types::platform::Platform;
-use kata_runtimes::{Code, PodPhase, Runtime, RuntimeError};
+use kata_runtimes::{Code, PodPhase, PodSetup, Runtime, RuntimeError};
 use ttrpc::r#async::TtrpcContext;
 
 use crate::convert::to_ttrpc;
@@ -36,12 +37,17 @@ impl KataSandbox {
     }
 }
 
-/// The hostname the pod's spec in the bundle asks for ("" when none).
-fn bundle_hostname(bundle: &str) -> String {
-    oci_spec::runtime::Spec::load(std::path::Path::new(bundle).join("config.json"))
+/// What the pod asks for: the hostname of the spec in its bundle ("" when none) and the
+/// network namespace containerd made for it.
+fn pod_setup(req: &api::CreateSandboxRequest) -> PodSetup {
+    let hostname = oci_spec::runtime::Spec::load(Path::new(&req.bundle_path).join("config.json"))
         .ok()
         .and_then(|spec| spec.hostname().clone())
-        .unwrap_or_default()
+        .unwrap_or_default();
+    PodSetup {
+        hostname,
+        netns: (!req.netns_path.is_empty()).then(|| PathBuf::from(&req.netns_path)),
+    }
 }
 
 /// containerd's name for this machine's architecture.
@@ -61,7 +67,7 @@ impl Sandbox for KataSandbox {
     ) -> ttrpc::Result<api::CreateSandboxResponse> {
         let load = || self.task.load_config(&req.options);
         self.runtime
-            .create_pod(&req.sandbox_id, &bundle_hostname(&req.bundle_path), &load)
+            .create_pod(&req.sandbox_id, pod_setup(&req), &load)
             .await
             .map_err(to_ttrpc)?;
         Ok(api::CreateSandboxResponse::new())

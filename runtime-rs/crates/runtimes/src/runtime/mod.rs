@@ -21,9 +21,9 @@ pub use pod::{PodPhase, PodStatus};
 use crate::error::{Code, RuntimeError, RuntimeResult};
 use crate::events::{Event, EventSink, killed_now};
 use crate::process::{Container, Exit, Process, Status, StdioPaths};
-use crate::sandbox::{Backends, Sandbox};
-use crate::spec;
+use crate::sandbox::{Backends, PodSetup, Sandbox};
 use crate::trace::Trace;
+use crate::{cri, spec};
 
 /// How long CloseIO lets the stdin copy reach the FIFO's end before closing stdin.
 pub const STDIN_GRACE: Duration = Duration::from_secs(5);
@@ -178,6 +178,9 @@ impl Runtime {
                 format!("{}: {e}", config_json.display()),
             )
         })?;
+        let role = cri::role(&oci);
+        cri::check_host_namespaces(&oci, &role)
+            .map_err(|e| RuntimeError::caused(Code::InvalidArgument, "config.json", e))?;
         let guest = spec::for_guest(&oci, id)
             .map_err(|e| RuntimeError::caused(Code::InvalidArgument, "config.json", e))?;
         trace.phase("spec rewritten");
@@ -193,10 +196,21 @@ impl Runtime {
                     format!("container {id}: the sandbox is {phase:?}, not ready"),
                 ));
             }
+            None if let cri::Role::Container { sandbox } = &role => {
+                return Err(RuntimeError::new(
+                    Code::FailedPrecondition,
+                    format!(
+                        "container {id}: its pod sandbox {sandbox} is not running in this shim"
+                    ),
+                ));
+            }
             None => {
                 let config = load_config()?;
-                let hostname = oci.hostname().clone().unwrap_or_default();
-                let sandbox = Sandbox::start(&self.backends, &config, id, &hostname, &self.log())
+                let pod = PodSetup {
+                    hostname: oci.hostname().clone().unwrap_or_default(),
+                    netns: cri::network_namespace(&oci),
+                };
+                let sandbox = Sandbox::start(&self.backends, &config, id, &pod, &self.log())
                     .await
                     .map(Arc::new)?;
                 self.state.lock().await.sandbox = Some(sandbox.clone());

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use super::{ConfigLoader, Runtime};
 use crate::error::{Code, RuntimeError, RuntimeResult};
 use crate::process::Exit;
-use crate::sandbox::Sandbox;
+use crate::sandbox::{PodSetup, Sandbox};
 
 /// Where a Sandbox API sandbox is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,7 +41,7 @@ pub struct PodStatus {
 pub(super) struct Pod {
     id: String,
     config: kata_config::Config,
-    hostname: String,
+    setup: PodSetup,
     created_at: SystemTime,
     pub(super) phase: PodPhase,
     exit_tx: watch::Sender<Option<Exit>>,
@@ -52,7 +52,7 @@ impl Runtime {
     pub async fn create_pod(
         &self,
         id: &str,
-        hostname: &str,
+        setup: PodSetup,
         load_config: ConfigLoader<'_>,
     ) -> RuntimeResult<()> {
         let _creating = self.creating.lock().await;
@@ -77,7 +77,7 @@ impl Runtime {
         state.pod = Some(Pod {
             id: id.to_string(),
             config,
-            hostname: hostname.to_string(),
+            setup,
             created_at: SystemTime::now(),
             phase: PodPhase::Created,
             exit_tx,
@@ -88,7 +88,7 @@ impl Runtime {
     /// StartSandbox: boots the VM; returns when the agent has created the sandbox.
     pub async fn start_pod(self: &Arc<Self>, id: &str) -> RuntimeResult<SystemTime> {
         let _creating = self.creating.lock().await;
-        let (config, hostname, created_at) = {
+        let (config, setup, created_at) = {
             let mut state = self.state.lock().await;
             let pod = pod_mut(&mut state.pod, id)?;
             if pod.phase != PodPhase::Created {
@@ -97,9 +97,9 @@ impl Runtime {
                     format!("sandbox {id} is {:?}, not created", pod.phase),
                 ));
             }
-            (pod.config.clone(), pod.hostname.clone(), pod.created_at)
+            (pod.config.clone(), pod.setup.clone(), pod.created_at)
         };
-        let sandbox = Sandbox::start(&self.backends, &config, id, &hostname, &self.log())
+        let sandbox = Sandbox::start(&self.backends, &config, id, &setup, &self.log())
             .await
             .map(Arc::new)?;
         let mut state = self.state.lock().await;

@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use agent_client::{Agent, AttemptError, ConnectError, RpcError, RpcResult};
 use async_trait::async_trait;
-use kata_agent_protocols::{agent as api, oci};
+use kata_agent_protocols::{agent as api, oci, types};
 use kata_config::Config;
 use kata_hypervisor::{Hypervisor, HypervisorError, VmExit, VmSpec};
 use kata_resource::{
-    ContainerResources, HostResources, ResourceError, RootfsMount, SandboxPaths, ShareBind,
-    VirtiofsdConfig,
+    ContainerResources, HostResources, PodInterface, PodNetwork, PodRoute, ResourceError,
+    RootfsMount, SandboxPaths, ShareBind, VirtiofsdConfig,
 };
 use kata_runtimes::{
     AgentConnector, Backends, Event, EventSink, Runtime, RuntimeResult, StdioPaths,
@@ -41,6 +41,10 @@ pub struct FakeAgent {
     pub fail_start: Mutex<HashSet<String>>,
     /// Every call, in order, by RPC name.
     pub calls: Mutex<Vec<String>>,
+    /// The specs of CreateContainer, by container id.
+    pub specs: Mutex<HashMap<String, oci::Spec>>,
+    /// The interfaces of UpdateInterface and the routes of UpdateRoutes.
+    pub network: Mutex<(Vec<types::Interface>, Vec<types::Route>)>,
 }
 
 impl FakeAgent {
@@ -92,6 +96,10 @@ impl Agent for FakeAgent {
     async fn create_container(&self, request: api::CreateContainerRequest) -> RpcResult<()> {
         self.record("CreateContainer");
         self.add(&request.container_id, "");
+        self.specs.lock().unwrap().insert(
+            request.container_id.clone(),
+            request.OCI.clone().unwrap_or_default(),
+        );
         Ok(())
     }
     async fn start_container(&self, id: &str) -> RpcResult<()> {
@@ -184,11 +192,23 @@ impl Agent for FakeAgent {
     async fn get_oom_event(&self) -> RpcResult<String> {
         std::future::pending().await
     }
+    async fn update_interface(&self, interface: types::Interface) -> RpcResult<()> {
+        self.record("UpdateInterface");
+        self.network.lock().unwrap().0.push(interface);
+        Ok(())
+    }
+    async fn update_routes(&self, routes: Vec<types::Route>) -> RpcResult<()> {
+        self.record("UpdateRoutes");
+        self.network.lock().unwrap().1.extend(routes);
+        Ok(())
+    }
 }
 
 /// A VM that starts (after a short delay, to widen races) unless told to fail.
 #[derive(Default)]
 pub struct FakeVm {
+    /// The spec of every start.
+    pub specs: Mutex<Vec<VmSpec>>,
     pub starts: AtomicUsize,
     pub stops: AtomicUsize,
     pub fail: bool,
@@ -196,7 +216,8 @@ pub struct FakeVm {
 
 #[async_trait]
 impl Hypervisor for FakeVm {
-    async fn start(&self, _: VmSpec) -> Result<(), HypervisorError> {
+    async fn start(&self, spec: VmSpec) -> Result<(), HypervisorError> {
+        self.specs.lock().unwrap().push(spec);
         tokio::time::sleep(Duration::from_millis(50)).await;
         if self.fail {
             return Err(HypervisorError::Task("no KVM here".into()));
@@ -252,6 +273,30 @@ impl AgentConnector for FakeConnector {
 pub struct FakeHost {
     pub sandboxes: Mutex<HashSet<String>>,
     pub containers: Mutex<HashSet<PathBuf>>,
+    /// Network namespaces with a pod interface CNI made (scan finds it).
+    pub namespaces: Mutex<HashSet<PathBuf>>,
+    /// Pod networks joined to a VM now.
+    pub connected: Mutex<HashSet<PathBuf>>,
+}
+
+/// The pod network the fake CNI makes in `netns`.
+pub fn pod_network(netns: &Path) -> PodNetwork {
+    PodNetwork {
+        netns: netns.into(),
+        interface: PodInterface {
+            name: "eth0".into(),
+            mac: "0a:58:0a:58:00:05".into(),
+            mtu: 1500,
+            addresses: vec![("10.88.0.5".parse().unwrap(), 16)],
+        },
+        routes: vec![PodRoute {
+            destination: None,
+            gateway: Some("10.88.0.1".parse().unwrap()),
+            source: None,
+            on_link: false,
+        }],
+        tap: "tap0_kata".into(),
+    }
 }
 
 #[async_trait]
@@ -291,12 +336,35 @@ impl HostResources for FakeHost {
         }
         Ok(())
     }
+    async fn scan_network(&self, netns: &Path) -> Result<Option<PodNetwork>, ResourceError> {
+        if !netns.starts_with("/var/run/netns") {
+            return Err(ResourceError::Invalid(format!(
+                "{}: no such namespace",
+                netns.display()
+            )));
+        }
+        Ok(self
+            .namespaces
+            .lock()
+            .unwrap()
+            .contains(netns)
+            .then(|| pod_network(netns)))
+    }
+    async fn connect_network(&self, network: &PodNetwork) -> Result<(), ResourceError> {
+        self.connected.lock().unwrap().insert(network.netns.clone());
+        Ok(())
+    }
+    async fn disconnect_network(&self, network: &PodNetwork, _: &Logger) {
+        self.connected.lock().unwrap().remove(&network.netns);
+    }
 }
 
 impl FakeHost {
     /// Nothing is held on the host.
     pub fn is_empty(&self) -> bool {
-        self.sandboxes.lock().unwrap().is_empty() && self.containers.lock().unwrap().is_empty()
+        self.sandboxes.lock().unwrap().is_empty()
+            && self.containers.lock().unwrap().is_empty()
+            && self.connected.lock().unwrap().is_empty()
     }
 }
 
@@ -407,11 +475,37 @@ impl World {
 
     /// [`World::create`] with these stdio paths.
     pub async fn create_with_stdio(&self, id: &str, stdio: StdioPaths) -> RuntimeResult<u32> {
+        self.create_from(id, "{}", "[]", stdio).await
+    }
+
+    /// Creates container `id` whose spec has these annotations (a JSON object) and
+    /// linux.namespaces (a JSON array).
+    pub async fn create_with(
+        &self,
+        id: &str,
+        annotations: &str,
+        namespaces: &str,
+    ) -> RuntimeResult<u32> {
+        self.create_from(id, annotations, namespaces, StdioPaths::default())
+            .await
+    }
+
+    async fn create_from(
+        &self,
+        id: &str,
+        annotations: &str,
+        namespaces: &str,
+        stdio: StdioPaths,
+    ) -> RuntimeResult<u32> {
         let bundle = self.dir.join(format!("bundle-{id}"));
         std::fs::create_dir_all(bundle.join("rootfs")).unwrap();
         std::fs::write(
             bundle.join("config.json"),
-            r#"{"ociVersion":"1.0.2","process":{"user":{"uid":0,"gid":0},"args":["sh"],"cwd":"/"},"root":{"path":"rootfs"}}"#,
+            format!(
+                r#"{{"ociVersion":"1.0.2","process":{{"user":{{"uid":0,"gid":0}},"args":["sh"],"cwd":"/"}},
+                    "root":{{"path":"rootfs"}},"hostname":"pod-host","annotations":{annotations},
+                    "linux":{{"namespaces":{namespaces}}}}}"#
+            ),
         )
         .unwrap();
         let request = kata_runtimes::CreateRequest {
