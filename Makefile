@@ -23,7 +23,7 @@ $(error ARCH=$(ARCH) is not supported: use riscv64 or x86_64)
 endif
 
 .PHONY: help setup build host static kernel busybox initrd pause images kvm-artifacts kvm-host \
-        vm-tests vm-suite bench bench-bins virtiofsd containerd runc e2e-tests e2e install run \
+        vm-tests vm-suite bench bench-bins virtiofsd containerd cni runc e2e-tests e2e install run \
         lint test test-riscv64 clean
 
 help:
@@ -100,13 +100,19 @@ virtiofsd:
 # Everything a KVM test host of ARCH needs: kernel, static binaries, busybox (riscv64),
 # virtiofsd.
 kvm-artifacts: kernel static virtiofsd
-	if [[ $(ARCH) == riscv64 ]]; then $(MAKE) --no-print-directory busybox containerd ARCH=riscv64; fi
+	if [[ $(ARCH) == riscv64 ]]; then $(MAKE) --no-print-directory busybox containerd cni ARCH=riscv64; fi
 
 # containerd + ctr for the test host: riscv64 cross-built from Debian's source (cached);
 # x86_64 uses the installed Debian package (the x86_64 test host runs on this machine's /).
 containerd:
 	if [[ $(ARCH) == riscv64 ]]; then dir=$$(scripts/containerd-riscv64.sh); \
 	  for b in containerd ctr containerd-shim-runc-v2; do ln -sfn $$dir/$$b $(OUT)/riscv64/$$b; done; fi
+
+# CNI plugins (bridge, host-local, loopback, portmap) for containerd's CRI in the test host:
+# riscv64 cross-built from Debian's source (cached) into out/riscv64/cni; x86_64 uses the
+# installed Debian package (/usr/lib/cni).
+cni:
+	if [[ $(ARCH) == riscv64 ]]; then ln -sfn $$(scripts/cni-plugins-riscv64.sh) $(OUT)/riscv64/cni; fi
 
 # runc for the riscv64 test host (the ctr bench's baseline): cross-built from Debian's source
 # (cgo, static, cached); x86_64 uses the installed Debian package.

@@ -13,23 +13,32 @@ bookworm_pkgs=(
   linux-source-6.12 gcc-riscv64-linux-gnu libc6-dev-riscv64-cross
   make bc bison flex libelf-dev libssl-dev cpio xz-utils dpkg-dev pkg-config
   containerd runc busybox-static libseccomp-dev libcap-ng-dev iproute2 gperf
+  containernetworking-plugins protobuf-compiler
 )
 backports_pkgs=(qemu-system-misc qemu-system-x86 opensbi)
 
+# The machine's own Debian mirror: the one its apt sources use for bookworm.
+mirror="$(apt-get indextargets --format '$(REPO_URI) $(RELEASE) $(TARGET_OF)' 2>/dev/null \
+  | awk '$2 == "bookworm" && $3 == "deb" { sub(/\/$/, "", $1); print $1; exit }')"
+if [[ -z "$mirror" ]]; then
+  echo "setup: no Debian bookworm source in this machine's apt configuration" >&2
+  exit 1
+fi
 sources=/etc/apt/sources.list.d/kata-rv.sources
-want_sources='# Added by kata-rv scripts/setup.sh: QEMU 10/OpenSBI from bookworm-backports, and
-# source packages (busybox, containerd) for riscv64 cross-builds.
+want_sources="# Added by kata-rv scripts/setup.sh: QEMU 10/OpenSBI from bookworm-backports, and
+# source packages (busybox, containerd, CNI plugins) for riscv64 cross-builds, from this
+# machine's own mirror.
 Types: deb deb-src
-URIs: http://deb.debian.org/debian
+URIs: $mirror
 Suites: bookworm-backports
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 
 Types: deb-src
-URIs: http://deb.debian.org/debian
+URIs: $mirror
 Suites: bookworm bookworm-updates
 Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg'
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg"
 
 installed() { dpkg-query -W -f='${Status} ${Version}\n' "$1" 2>/dev/null | grep -q '^install ok installed'; }
 version_of() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || true; }

@@ -15,7 +15,7 @@ use nix::unistd::Pid;
 
 use crate::cgroup::Cgroup;
 use crate::error::{AgentError, AgentResult};
-use crate::plan;
+use crate::plan::{self, PodNamespace};
 use crate::reaper::{ExitStatus, ExitWatch, Reaper};
 use crate::spawn::{
     self, ChildFailure, ContainerSetup, JoinNamespaces, ProcessSetup, Report, Step,
@@ -90,8 +90,59 @@ pub struct Container {
     started: Mutex<bool>,
     paused: Mutex<bool>,
     program: String,
-    new_pid_ns: bool,
+    pid_ns: PidNamespace,
     joined_namespaces: Vec<(&'static str, CloneFlags)>,
+}
+
+/// The PID namespace a container's processes live in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PidNamespace {
+    /// The agent's: the spec has no `pid` entry.
+    Agent,
+    /// Its own, whose PID 1 is the container's init.
+    Own,
+    /// Its pod sandbox's: the init is one process among the pod's.
+    Pod,
+}
+
+/// The sandbox container of a pod container, and which of its namespaces to join.
+pub struct PodSandbox {
+    /// The sandbox container.
+    pub container: Arc<Container>,
+    /// The namespaces the new container joins.
+    pub namespaces: Vec<PodNamespace>,
+}
+
+impl PodSandbox {
+    /// Opens the sandbox init's namespaces for the new container's init to join.
+    fn open(&self) -> AgentResult<JoinNamespaces> {
+        let sandbox = &self.container;
+        let mut join = JoinNamespaces {
+            pid: None,
+            others: Vec::new(),
+            root: None,
+        };
+        for kind in &self.namespaces {
+            let fd = sandbox.open_namespace(kind.proc_name())?;
+            match kind {
+                PodNamespace::Pid => join.pid = Some(fd),
+                PodNamespace::Ipc | PodNamespace::Uts => join.others.push((fd, kind.flag())),
+            }
+        }
+        // Not reaped after the opens, so its pid was not reused: these are its namespaces.
+        if sandbox.init.exit_status().is_some() {
+            return Err(AgentError::precondition(format!(
+                "pod sandbox container {} exited while its namespaces were being joined",
+                sandbox.id
+            )));
+        }
+        Ok(join)
+    }
+
+    /// Whether the new container joins the sandbox's `kind` namespace.
+    fn shares(&self, kind: PodNamespace) -> bool {
+        self.namespaces.contains(&kind)
+    }
 }
 
 /// Removes a bundle whose rootfs bind is gone; never deletes through a mount (a bind that
@@ -153,6 +204,7 @@ fn describe_failure(
         Step::Uid => format!("setting uid {}", process.uid),
         Step::Gid => format!("setting gid {}", process.gid),
         Step::Cgroup => "joining the container cgroup".into(),
+        Step::Setns if container.is_some() => "joining the pod sandbox's namespaces".into(),
         Step::Setns => "joining the container namespaces".into(),
         Step::Unshare => "creating namespaces".into(),
         Step::PivotRoot => "pivot_root into root.path".into(),
@@ -182,6 +234,8 @@ pub struct CreateRequest<'a> {
     pub cgroup_root: Option<&'a Path>,
     /// Storage mount points already added for this container.
     pub storages: Vec<PathBuf>,
+    /// For a pod container sharing namespaces with its pod: the sandbox container.
+    pub pod: Option<PodSandbox>,
 }
 
 struct CreateGuard {
@@ -214,6 +268,7 @@ impl Container {
             spec,
             cgroup_root,
             storages,
+            pod,
         } = request;
         let root = spec
             .Root
@@ -245,6 +300,7 @@ impl Container {
                 )));
             }
         }
+        let pod_join = pod.as_ref().map(PodSandbox::open).transpose()?;
         let resources = spec.Linux.as_ref().and_then(|l| l.Resources.as_ref());
         let mut guard = CreateGuard {
             rootfs: None,
@@ -291,8 +347,14 @@ impl Container {
         let procs = cgroup.as_ref().map(Cgroup::procs_file);
         let mut process_setup = plan::process_setup(process, procs.as_deref(), child_stdio)
             .map_err(AgentError::invalid)?;
-        let spawned = spawn::spawn(reaper, Some(&setup), None, &mut process_setup, true)
-            .map_err(|e| AgentError::internal(format!("forking the container process: {e}")))?;
+        let spawned = spawn::spawn(
+            reaper,
+            Some(&setup),
+            pod_join.as_ref(),
+            &mut process_setup,
+            true,
+        )
+        .map_err(|e| AgentError::internal(format!("forking the container process: {e}")))?;
         let (outcome, report_pipe) = report(spawned.report).await;
         match outcome {
             Report::Ready => {}
@@ -324,11 +386,20 @@ impl Container {
             pending_start: Mutex::new(Some((start, report_pipe))),
             waited: Default::default(),
         });
+        let shares = |kind| pod.as_ref().is_some_and(|p| p.shares(kind));
+        let pid_ns = if setup.new_pid_ns {
+            PidNamespace::Own
+        } else if shares(PodNamespace::Pid) {
+            PidNamespace::Pod
+        } else {
+            PidNamespace::Agent
+        };
+        // An exec joins what the init created or took from the pod.
         let mut joined_namespaces = vec![("mnt", CloneFlags::CLONE_NEWNS)];
-        if setup.unshare.contains(CloneFlags::CLONE_NEWUTS) {
+        if setup.unshare.contains(CloneFlags::CLONE_NEWUTS) || shares(PodNamespace::Uts) {
             joined_namespaces.push(("uts", CloneFlags::CLONE_NEWUTS));
         }
-        if setup.unshare.contains(CloneFlags::CLONE_NEWIPC) {
+        if setup.unshare.contains(CloneFlags::CLONE_NEWIPC) || shares(PodNamespace::Ipc) {
             joined_namespaces.push(("ipc", CloneFlags::CLONE_NEWIPC));
         }
         if setup.unshare.contains(CloneFlags::CLONE_NEWCGROUP) {
@@ -348,7 +419,7 @@ impl Container {
             started: Mutex::new(false),
             paused: Mutex::new(false),
             program: process.Args.first().cloned().unwrap_or_default(),
-            new_pid_ns: setup.new_pid_ns,
+            pid_ns,
             joined_namespaces,
         })
     }
@@ -364,6 +435,14 @@ impl Container {
         } else {
             Status::Created
         }
+    }
+
+    /// Opens `/proc/<init>/ns/<name>`.
+    fn open_namespace(&self, name: &str) -> AgentResult<OwnedFd> {
+        let path = format!("/proc/{}/ns/{name}", self.init.pid);
+        File::open(&path).map(OwnedFd::from).map_err(|e| {
+            AgentError::precondition(format!("container {}: opening {path}: {e}", self.id))
+        })
     }
 
     /// Lets the init process exec its workload.
@@ -431,22 +510,14 @@ impl Container {
                 self.id
             )));
         }
-        let open_ns = |name: &str| {
-            let path = format!("/proc/{}/ns/{name}", self.init.pid);
-            File::open(&path).map(OwnedFd::from).map_err(|e| {
-                AgentError::precondition(format!("container {}: opening {path}: {e}", self.id))
-            })
-        };
         let join = JoinNamespaces {
-            pid: if self.new_pid_ns {
-                Some(open_ns("pid")?)
-            } else {
-                None
-            },
+            pid: (self.pid_ns != PidNamespace::Agent)
+                .then(|| self.open_namespace("pid"))
+                .transpose()?,
             others: self
                 .joined_namespaces
                 .iter()
-                .map(|(name, flag)| Ok((open_ns(name)?, *flag)))
+                .map(|(name, flag)| Ok((self.open_namespace(name)?, *flag)))
                 .collect::<AgentResult<Vec<_>>>()?,
             root: Some(
                 File::open(format!("/proc/{}/root", self.init.pid))
@@ -531,8 +602,9 @@ impl Container {
             .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
-    /// Sends `signal` to one process; for the init process of a container sharing the
-    /// sandbox PID namespace, to every process of the container.
+    /// Sends `signal` to one process; for the init process of a container that is not
+    /// PID 1 of a namespace of its own (it shares the agent's or its pod's), to every
+    /// process of the container's cgroup, since no kernel kills them when the init dies.
     pub fn signal(&self, exec_id: &str, signal: Signal) -> AgentResult<()> {
         let process = self.process(exec_id)?;
         let terminating = matches!(signal, Signal::SIGKILL | Signal::SIGTERM);
@@ -552,7 +624,7 @@ impl Container {
             )));
         }
         if Arc::ptr_eq(&process, &self.init)
-            && !self.new_pid_ns
+            && self.pid_ns != PidNamespace::Own
             && let Some(cgroup) = &self.cgroup
         {
             cgroup.signal_all(signal);

@@ -79,6 +79,12 @@ fn prefix(field: &str, text: &str) -> AgentResult<u8> {
     })
 }
 
+/// Brings the loopback interface up (the kernel gives it 127.0.0.1): a pod's containers
+/// talk to each other over it.
+pub fn loopback_up() -> AgentResult<()> {
+    netcfg::link_up("lo").map_err(|e| AgentError::internal(format!("bringing lo up: {e}")))
+}
+
 /// Configures the interface whose MAC (or name) matches: IPv4 address, MTU, link up.
 pub fn update_interface(wanted: &Interface) -> AgentResult<Interface> {
     let current = list_interfaces()?;

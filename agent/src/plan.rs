@@ -70,6 +70,161 @@ fn namespace_flag(kind: &str) -> Result<Option<CloneFlags>, String> {
     }))
 }
 
+/// Annotations naming the sandbox container of a pod container: CRI (containerd), CRI-O.
+pub const SANDBOX_ID_ANNOTATIONS: [&str; 2] = [
+    "io.kubernetes.cri.sandbox-id",
+    "io.kubernetes.cri-o.SandboxID",
+];
+
+/// Annotations telling a pod's sandbox container (`sandbox`) from its other containers
+/// (`container`): CRI (containerd), CRI-O.
+pub const CONTAINER_TYPE_ANNOTATIONS: [&str; 2] = [
+    "io.kubernetes.cri.container-type",
+    "io.kubernetes.cri-o.ContainerType",
+];
+
+/// A namespace a pod container takes from its pod's sandbox container instead of
+/// creating it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PodNamespace {
+    /// IPC: System V IPC and POSIX message queues.
+    Ipc,
+    /// UTS: the pod's hostname.
+    Uts,
+    /// PID, when the pod shares one (CRI `namespace_options.pid = POD`).
+    Pid,
+}
+
+impl PodNamespace {
+    fn from_type(kind: &str) -> Option<Self> {
+        match kind {
+            "ipc" => Some(Self::Ipc),
+            "uts" => Some(Self::Uts),
+            "pid" => Some(Self::Pid),
+            _ => None,
+        }
+    }
+
+    /// Its name under `/proc/<pid>/ns/`.
+    pub fn proc_name(self) -> &'static str {
+        match self {
+            Self::Ipc => "ipc",
+            Self::Uts => "uts",
+            Self::Pid => "pid",
+        }
+    }
+
+    /// Its `setns(2)` type.
+    pub fn flag(self) -> CloneFlags {
+        match self {
+            Self::Ipc => CloneFlags::CLONE_NEWIPC,
+            Self::Uts => CloneFlags::CLONE_NEWUTS,
+            Self::Pid => CloneFlags::CLONE_NEWPID,
+        }
+    }
+}
+
+/// The namespaces a pod container joins, and the sandbox container holding them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodShare {
+    /// The sandbox container's id (also its container id in this agent).
+    pub sandbox_id: String,
+    /// The annotation that named it, for error messages.
+    pub annotation: &'static str,
+    /// The namespaces joined, in spec order.
+    pub namespaces: Vec<PodNamespace>,
+}
+
+/// What a spec's `linux.namespaces` asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NamespacePlan {
+    /// New namespaces besides PID.
+    pub unshare: CloneFlags,
+    /// Whether the init is the first process of a new PID namespace.
+    pub new_pid_ns: bool,
+    /// The pod sandbox's namespaces to join, if any.
+    pub pod: Option<PodShare>,
+}
+
+/// The first non-empty value among `keys`, with its key.
+fn annotation<'a>(spec: &'a oci::Spec, keys: &[&'static str]) -> Option<(&'static str, &'a str)> {
+    keys.iter().find_map(|key| {
+        spec.Annotations
+            .get(*key)
+            .filter(|value| !value.is_empty())
+            .map(|value| (*key, value.as_str()))
+    })
+}
+
+/// Whether the spec is a pod's sandbox container: it creates the pod's namespaces, so
+/// namespace paths in its spec (host paths) are not followed.
+fn is_pod_sandbox(spec: &oci::Spec) -> bool {
+    annotation(spec, &CONTAINER_TYPE_ANNOTATIONS).is_some_and(|(_, kind)| kind == "sandbox")
+}
+
+/// The refusal of a namespace path in a container that names no pod sandbox.
+fn no_sandbox(index: usize, ns: &oci::LinuxNamespace) -> String {
+    format!(
+        "linux.namespaces[{index}] ({}): path '{}' given but the container names no pod \
+         sandbox (annotation {} or {})",
+        ns.Type,
+        ns.Path.escape_debug(),
+        SANDBOX_ID_ANNOTATIONS[0],
+        SANDBOX_ID_ANNOTATIONS[1],
+    )
+}
+
+/// Reads `linux.namespaces`: an entry without a path is a new namespace; an `ipc`, `uts`
+/// or `pid` entry with a path (a host path, meaningless in the guest) is that namespace
+/// of the pod's sandbox container, named by the sandbox-id annotation. `mount` and
+/// `cgroup` are always new, `network` is the VM's, `user` is refused.
+pub fn namespace_plan(spec: &oci::Spec) -> Result<NamespacePlan, String> {
+    let follow_paths = !is_pod_sandbox(spec);
+    let sandbox = annotation(spec, &SANDBOX_ID_ANNOTATIONS);
+    let mut plan = NamespacePlan {
+        unshare: CloneFlags::empty(),
+        new_pid_ns: false,
+        pod: None,
+    };
+    let mut joined = Vec::new();
+    let entries = spec
+        .Linux
+        .as_ref()
+        .map(|l| l.Namespaces.as_slice())
+        .unwrap_or_default();
+    for (index, ns) in entries.iter().enumerate() {
+        let flag = namespace_flag(&ns.Type).map_err(|e| format!("{e} (entry {index})"))?;
+        if entries[..index]
+            .iter()
+            .any(|earlier| earlier.Type == ns.Type)
+        {
+            return Err(format!(
+                "linux.namespaces[{index}]: a second '{}' entry",
+                ns.Type
+            ));
+        }
+        let from_pod =
+            PodNamespace::from_type(&ns.Type).filter(|_| follow_paths && !ns.Path.is_empty());
+        if let Some(kind) = from_pod {
+            if sandbox.is_none() {
+                return Err(no_sandbox(index, ns));
+            }
+            joined.push(kind);
+            continue;
+        }
+        plan.new_pid_ns |= ns.Type == "pid";
+        plan.unshare |= flag.unwrap_or(CloneFlags::empty());
+    }
+    if let Some((annotation, sandbox_id)) = sandbox.filter(|_| !joined.is_empty()) {
+        plan.pod = Some(PodShare {
+            sandbox_id: sandbox_id.to_string(),
+            annotation,
+            namespaces: joined,
+        });
+    }
+    Ok(plan)
+}
+
 fn mount_step(root: &Path, index: usize, mount: &oci::Mount) -> Result<MountStep, String> {
     let field = format!("mounts[{index}]");
     if !mount.destination.starts_with('/') {
@@ -183,21 +338,11 @@ fn device_nodes(root: &Path, linux: Option<&oci::Linux>) -> Result<Vec<DeviceNod
 /// Builds the container-level setup for `spec`, whose rootfs is already at `rootfs`.
 pub fn container_setup(spec: &oci::Spec, rootfs: &Path) -> Result<ContainerSetup, String> {
     let linux = spec.Linux.as_ref();
-    let mut unshare = CloneFlags::empty();
-    let mut new_pid_ns = false;
-    for (index, ns) in linux
-        .map(|l| l.Namespaces.as_slice())
-        .unwrap_or_default()
-        .iter()
-        .enumerate()
-    {
-        if ns.Type == "pid" {
-            new_pid_ns = true;
-        }
-        if let Some(flag) = namespace_flag(&ns.Type).map_err(|e| format!("{e} (entry {index})"))? {
-            unshare |= flag;
-        }
-    }
+    let NamespacePlan {
+        unshare,
+        new_pid_ns,
+        pod: _,
+    } = namespace_plan(spec)?;
     if !unshare.contains(CloneFlags::CLONE_NEWNS) {
         return Err("linux.namespaces: a mount namespace is required".into());
     }
@@ -535,6 +680,152 @@ mod tests {
         let (_, stdio) = crate::stdio::ProcessIo::create(false).unwrap();
         let err = process_setup(&process, None, stdio).unwrap_err();
         assert!(err.contains("process.capabilities.bounding"), "{err}");
+    }
+
+    /// A spec with `(type, path)` namespaces and `(key, value)` annotations.
+    fn pod_spec(namespaces: &[(&str, &str)], annotations: &[(&str, &str)]) -> oci::Spec {
+        let mut spec = spec_with(vec![], &[]);
+        let linux = spec.Linux.as_mut().unwrap();
+        for (kind, path) in namespaces {
+            let mut ns = oci::LinuxNamespace::new();
+            ns.Type = kind.to_string();
+            ns.Path = path.to_string();
+            linux.Namespaces.push(ns);
+        }
+        for (key, value) in annotations {
+            spec.Annotations.insert(key.to_string(), value.to_string());
+        }
+        spec.Hostname = "app".into();
+        spec
+    }
+
+    const CRI_CONTAINER: [(&str, &str); 2] = [
+        ("io.kubernetes.cri.container-type", "container"),
+        ("io.kubernetes.cri.sandbox-id", "sb"),
+    ];
+
+    #[test]
+    fn a_pod_container_joins_the_sandbox_ipc_uts_and_pid() {
+        let spec = pod_spec(
+            &[
+                ("pid", "/proc/42/ns/pid"),
+                ("ipc", "/proc/42/ns/ipc"),
+                ("uts", "/proc/42/ns/uts"),
+                ("mount", ""),
+                ("network", "/var/run/netns/cni-1"),
+                ("cgroup", "/proc/42/ns/cgroup"),
+            ],
+            &CRI_CONTAINER,
+        );
+        let plan = namespace_plan(&spec).unwrap();
+        assert!(!plan.new_pid_ns);
+        // mount and cgroup stay new even with a path; network is the VM's.
+        assert_eq!(
+            plan.unshare,
+            CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWCGROUP
+        );
+        assert_eq!(
+            plan.pod,
+            Some(PodShare {
+                sandbox_id: "sb".into(),
+                annotation: "io.kubernetes.cri.sandbox-id",
+                namespaces: vec![PodNamespace::Pid, PodNamespace::Ipc, PodNamespace::Uts],
+            })
+        );
+        // The pod's hostname is the sandbox's.
+        let setup = container_setup(&spec, Path::new("/r")).unwrap();
+        assert_eq!(setup.hostname, None);
+        assert!(!setup.new_pid_ns);
+    }
+
+    #[test]
+    fn a_cri_o_container_with_its_own_pid_namespace() {
+        let spec = pod_spec(
+            &[
+                ("pid", ""),
+                ("ipc", "/proc/7/ns/ipc"),
+                ("uts", "/proc/7/ns/uts"),
+                ("mount", ""),
+            ],
+            &[
+                ("io.kubernetes.cri-o.ContainerType", "container"),
+                ("io.kubernetes.cri-o.SandboxID", "pod-7"),
+            ],
+        );
+        let plan = namespace_plan(&spec).unwrap();
+        assert!(plan.new_pid_ns);
+        assert_eq!(plan.unshare, CloneFlags::CLONE_NEWNS);
+        let pod = plan.pod.unwrap();
+        assert_eq!(
+            (pod.sandbox_id.as_str(), pod.annotation),
+            ("pod-7", "io.kubernetes.cri-o.SandboxID")
+        );
+        assert_eq!(pod.namespaces, vec![PodNamespace::Ipc, PodNamespace::Uts]);
+    }
+
+    #[test]
+    fn the_sandbox_and_path_less_containers_create_their_namespaces() {
+        let all_new = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS;
+        let sandbox = pod_spec(
+            &[
+                ("pid", "/proc/1/ns/pid"),
+                ("ipc", "/x"),
+                ("uts", "/y"),
+                ("mount", ""),
+            ],
+            &[
+                ("io.kubernetes.cri.container-type", "sandbox"),
+                ("io.kubernetes.cri.sandbox-id", "sb"),
+            ],
+        );
+        let path_less = pod_spec(
+            &[("pid", ""), ("ipc", ""), ("uts", ""), ("mount", "")],
+            &CRI_CONTAINER,
+        );
+        for spec in [sandbox, path_less] {
+            let plan = namespace_plan(&spec).unwrap();
+            assert_eq!((plan.unshare, plan.new_pid_ns), (all_new, true));
+            assert_eq!(plan.pod, None);
+            let setup = container_setup(&spec, Path::new("/r")).unwrap();
+            assert_eq!(setup.hostname, Some(CString::new("app").unwrap()));
+        }
+    }
+
+    #[test]
+    fn namespace_paths_need_a_sandbox_id() {
+        let no_id = pod_spec(
+            &[("mount", ""), ("ipc", "/proc/42/ns/ipc")],
+            &[("io.kubernetes.cri.container-type", "container")],
+        );
+        assert_eq!(
+            namespace_plan(&no_id).unwrap_err(),
+            "linux.namespaces[1] (ipc): path '/proc/42/ns/ipc' given but the container names \
+             no pod sandbox (annotation io.kubernetes.cri.sandbox-id or \
+             io.kubernetes.cri-o.SandboxID)"
+        );
+        let empty_id = pod_spec(
+            &[("uts", "/u"), ("mount", "")],
+            &[("io.kubernetes.cri.sandbox-id", "")],
+        );
+        let err = container_setup(&empty_id, Path::new("/r")).unwrap_err();
+        assert!(
+            err.starts_with("linux.namespaces[0] (uts): path '/u'"),
+            "{err}"
+        );
+        let twice = pod_spec(&[("mount", ""), ("ipc", "/i"), ("ipc", "")], &CRI_CONTAINER);
+        assert_eq!(
+            namespace_plan(&twice).unwrap_err(),
+            "linux.namespaces[2]: a second 'ipc' entry"
+        );
+        let user = pod_spec(
+            &[("mount", ""), ("user", "/proc/1/ns/user")],
+            &CRI_CONTAINER,
+        );
+        assert!(
+            namespace_plan(&user)
+                .unwrap_err()
+                .contains("user namespaces")
+        );
     }
 
     #[test]

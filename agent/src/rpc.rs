@@ -12,6 +12,7 @@ use ttrpc::r#async::TtrpcContext;
 use crate::container::{self, Container, CreateRequest};
 use crate::error::{AgentError, AgentResult};
 use crate::guest;
+use crate::plan;
 use crate::sandbox::Sandbox;
 
 /// The agent's version, reported by Health.Version and GetGuestDetails.
@@ -64,6 +65,11 @@ impl AgentService {
                 "container '{id}' already exists"
             )));
         }
+        let pod = plan::namespace_plan(spec)
+            .map_err(AgentError::invalid)?
+            .pod
+            .map(|share| self.sandbox.pod_sandbox(&share))
+            .transpose()?;
         let mut points = Vec::new();
         {
             let mut storages = self
@@ -86,6 +92,7 @@ impl AgentService {
             spec,
             cgroup_root: self.sandbox.cgroup_root.as_deref(),
             storages: points.clone(),
+            pod,
         };
         let created = Container::create(&self.sandbox.reaper, request).await;
         let container = match created {
@@ -523,6 +530,7 @@ impl agent_ttrpc::AgentService for AgentService {
             }
             guest::set_hostname(&req.hostname)?;
             guest::write_resolv_conf(&req.dns)?;
+            crate::net::loopback_up()?;
             let mut storages = self
                 .sandbox
                 .storages

@@ -8,8 +8,9 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::cgroup::{self, Cgroup};
-use crate::container::Container;
+use crate::container::{Container, PodSandbox, Status};
 use crate::error::{AgentError, AgentResult};
+use crate::plan::PodShare;
 use crate::reaper::Reaper;
 use crate::storage::Storages;
 
@@ -66,6 +67,35 @@ impl Sandbox {
             .ok_or_else(|| AgentError::not_found(format!("container '{id}' does not exist")))
     }
 
+    /// The sandbox container `share` names, which must exist and not have exited.
+    pub fn pod_sandbox(&self, share: &PodShare) -> AgentResult<PodSandbox> {
+        let id = share.sandbox_id.as_str();
+        let shown = id.escape_debug();
+        let annotation = share.annotation;
+        let container = self
+            .containers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+            .ok_or_else(|| {
+                AgentError::precondition(format!(
+                    "pod sandbox '{shown}' (annotation {annotation}) is not a container in \
+                     this agent: create the sandbox container before the pod's containers"
+                ))
+            })?;
+        if container.status() == Status::Stopped {
+            return Err(AgentError::precondition(format!(
+                "pod sandbox '{shown}' (annotation {annotation}) has exited: its namespaces \
+                 are gone"
+            )));
+        }
+        Ok(PodSandbox {
+            container,
+            namespaces: share.namespaces.clone(),
+        })
+    }
+
     /// Watches the container's cgroup for OOM kills until it is gone.
     pub fn watch_oom(self: &Arc<Self>, container: &Arc<Container>) {
         let Some(cgroup) = container.cgroup.clone() else {
@@ -97,5 +127,35 @@ impl Sandbox {
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_pod_sandbox_is_named() {
+        let sandbox = Sandbox::new(
+            Reaper::default(),
+            slog::Logger::root(slog::Discard, slog::o!()),
+        );
+        let share = PodShare {
+            sandbox_id: "pause-1".into(),
+            annotation: "io.kubernetes.cri.sandbox-id",
+            namespaces: vec![crate::plan::PodNamespace::Ipc],
+        };
+        let Err(err) = sandbox.pod_sandbox(&share) else {
+            panic!("an unknown sandbox was accepted");
+        };
+        assert_eq!(err.code, ttrpc::Code::FAILED_PRECONDITION);
+        assert!(
+            err.message.starts_with(
+                "pod sandbox 'pause-1' (annotation io.kubernetes.cri.sandbox-id) is not a \
+                 container in this agent"
+            ),
+            "{}",
+            err.message
+        );
     }
 }

@@ -1,6 +1,6 @@
 //! The agent in host mode (root, private mount namespace, unix socket): the container
-//! lifecycle without a VM. The host has no cgroup v2, so resource limits, stats, pause and
-//! OOM events run only in the VM suite (tests/vm.rs).
+//! lifecycle and a CRI pod sharing namespaces, without a VM. The host has no cgroup v2, so
+//! resource limits, stats, pause and OOM events run only in the VM suite (tests/vm.rs).
 
 mod support;
 
@@ -74,6 +74,13 @@ async fn host_mode_container_lifecycle_and_bad_input() {
     assert_eq!(version.agent_version, env!("CARGO_PKG_VERSION"));
 
     lifecycle_scenarios(
+        &client,
+        &Rootfs {
+            agent_path: rootfs.to_string_lossy().into_owned(),
+        },
+    )
+    .await;
+    pod_scenarios(
         &client,
         &Rootfs {
             agent_path: rootfs.to_string_lossy().into_owned(),

@@ -283,6 +283,13 @@ async fn agent_in_a_vm_runs_containers_from_a_virtio_fs_share() {
         },
     )
     .await;
+    pod_scenarios(
+        &client,
+        &Rootfs {
+            agent_path: root.clone(),
+        },
+    )
+    .await;
     vm_only_scenarios(&client, &root).await;
 
     let raw = connect_hybrid_vsock(&uds, 1024).await.unwrap();

@@ -304,6 +304,14 @@ pub fn code(result: ttrpc::Result<()>) -> ttrpc::Code {
     }
 }
 
+/// The status code and message of a ttrpc error.
+pub fn refusal(result: ttrpc::Result<()>) -> (ttrpc::Code, String) {
+    match result {
+        Err(ttrpc::Error::RpcStatus(status)) => (status.code(), status.message),
+        other => panic!("expected an RPC status, got {other:?}"),
+    }
+}
+
 /// The message of a ttrpc error.
 pub fn message(result: ttrpc::Result<()>) -> String {
     match result {
@@ -485,6 +493,162 @@ pub async fn lifecycle_scenarios(client: &AgentClient, rootfs: &Rootfs) {
     );
 
     bad_input(client, root).await;
+}
+
+/// Runs `args` in container `id` as exec `exec_id`: (status, stdout).
+pub async fn exec_output(
+    client: &AgentClient,
+    id: &str,
+    exec_id: &str,
+    args: &[&str],
+) -> (i32, String) {
+    let request = api::ExecProcessRequest {
+        container_id: id.into(),
+        exec_id: exec_id.into(),
+        process: Some(process(args, false)).into(),
+        ..Default::default()
+    };
+    client
+        .agent
+        .exec_process(context(RPC), &request)
+        .await
+        .unwrap_or_else(|e| panic!("ExecProcess {exec_id} in {id}: {e}"));
+    let (out, status) = tokio::join!(
+        read_all(client, id, exec_id, false),
+        wait(client, id, exec_id)
+    );
+    (status, String::from_utf8_lossy(&out).into_owned())
+}
+
+/// A CRI pod container of sandbox `sandbox_id` whose ipc, uts and pid entries carry
+/// (host) paths, as containerd writes them for a pod sharing its PID namespace.
+pub fn pod_member_spec(root: &str, process: oci::Process, sandbox_id: &str) -> oci::Spec {
+    let mut spec = spec(root, process);
+    spec.Hostname = "member".into();
+    for ns in &mut spec.Linux.as_mut().unwrap().Namespaces {
+        if ["ipc", "uts", "pid"].contains(&ns.Type.as_str()) {
+            ns.Path = format!("/proc/4242/ns/{}", ns.Type);
+        }
+    }
+    spec.Annotations.extend([
+        (
+            "io.kubernetes.cri.container-type".to_string(),
+            "container".to_string(),
+        ),
+        (
+            "io.kubernetes.cri.sandbox-id".to_string(),
+            sandbox_id.to_string(),
+        ),
+    ]);
+    spec
+}
+
+/// Prints the ipc, uts and pid namespaces of the shell, one per line.
+const PRINT_NAMESPACES: &str = "for ns in ipc uts pid; do readlink /proc/self/ns/$ns; done";
+
+/// A CRI pod: a sandbox container with new namespaces, and a pod container that shares
+/// its ipc, uts and pid namespaces (so not its hostname, and its init is not PID 1), as
+/// does an exec into it; then the refusals.
+pub async fn pod_scenarios(client: &AgentClient, rootfs: &Rootfs) {
+    let root = rootfs.agent_path.as_str();
+    let mut sandbox = spec(root, process(&["sleep", "1000"], false));
+    sandbox.Hostname = "pod".into();
+    sandbox.Annotations.extend([
+        (
+            "io.kubernetes.cri.container-type".to_string(),
+            "sandbox".to_string(),
+        ),
+        (
+            "io.kubernetes.cri.sandbox-id".to_string(),
+            "pod-sandbox".to_string(),
+        ),
+    ]);
+    create(client, "pod-sandbox", sandbox).await.unwrap();
+    start(client, "pod-sandbox").await.unwrap();
+    let script = format!("{PRINT_NAMESPACES}; hostname");
+    let (status, sandbox_view) =
+        exec_output(client, "pod-sandbox", "ns", &["sh", "-c", &script]).await;
+    assert_eq!(status, 0, "{sandbox_view}");
+    let lines: Vec<&str> = sandbox_view.lines().collect();
+    assert!(
+        lines.len() == 4
+            && lines[0].starts_with("ipc:[")
+            && lines[1].starts_with("uts:[")
+            && lines[2].starts_with("pid:[")
+            && lines[3] == "pod",
+        "{sandbox_view}"
+    );
+    let (_, apart, _) = run(
+        client,
+        "pod-apart",
+        spec(root, process(&["sh", "-c", PRINT_NAMESPACES], false)),
+    )
+    .await;
+    let apart = String::from_utf8_lossy(&apart).into_owned();
+    assert_eq!(apart.lines().count(), 3, "{apart}");
+    for (own, sandbox) in apart.lines().zip(sandbox_view.lines()) {
+        assert_ne!(
+            own, sandbox,
+            "a plain container shares the sandbox's namespace"
+        );
+    }
+
+    let member =
+        format!("{PRINT_NAMESPACES}; hostname; [ $$ != 1 ] && echo not-pid-1; exec sleep 1000");
+    let member_spec = pod_member_spec(root, process(&["sh", "-c", &member], false), "pod-sandbox");
+    create(client, "pod-member", member_spec).await.unwrap();
+    start(client, "pod-member").await.unwrap();
+    let exec_script = format!("{PRINT_NAMESPACES}; hostname; cat /proc/1/comm");
+    let (status, exec_view) =
+        exec_output(client, "pod-member", "ns", &["sh", "-c", &exec_script]).await;
+    assert_eq!(status, 0, "{exec_view}");
+    assert_eq!(exec_view, format!("{sandbox_view}sleep\n"));
+    // Not PID 1 of a namespace of its own, the init dies of an unhandled SIGTERM.
+    signal(client, "pod-member", "", 15).await.unwrap();
+    assert_eq!(wait(client, "pod-member", "").await, 143);
+    let init_view = read_all(client, "pod-member", "", false).await;
+    assert_eq!(
+        String::from_utf8_lossy(&init_view),
+        format!("{sandbox_view}not-pid-1\n")
+    );
+    remove(client, "pod-member").await.unwrap();
+
+    pod_refusals(client, root).await;
+    signal(client, "pod-sandbox", "", 9).await.unwrap();
+    assert_eq!(wait(client, "pod-sandbox", "").await, 137);
+    let late = pod_member_spec(root, process(&["true"], false), "pod-sandbox");
+    let (code, text) = refusal(create(client, "pod-late", late).await);
+    assert_eq!(code, ttrpc::Code::FAILED_PRECONDITION, "{text}");
+    assert!(text.contains("pod sandbox 'pod-sandbox'"), "{text}");
+    remove(client, "pod-sandbox").await.unwrap();
+}
+
+async fn pod_refusals(client: &AgentClient, root: &str) {
+    let mut orphan = pod_member_spec(root, process(&["true"], false), "pod-sandbox");
+    orphan.Annotations.remove("io.kubernetes.cri.sandbox-id");
+    let (code, text) = refusal(create(client, "pod-orphan", orphan).await);
+    assert_eq!(code, ttrpc::Code::INVALID_ARGUMENT, "{text}");
+    assert!(
+        text.contains(
+            "linux.namespaces[0] (pid): path '/proc/4242/ns/pid' given but the container \
+             names no pod sandbox"
+        ),
+        "{text}"
+    );
+    let lost = pod_member_spec(root, process(&["true"], false), "no-such-sandbox");
+    let (code, text) = refusal(create(client, "pod-lost", lost).await);
+    assert_eq!(code, ttrpc::Code::FAILED_PRECONDITION, "{text}");
+    assert!(
+        text.contains(
+            "pod sandbox 'no-such-sandbox' (annotation io.kubernetes.cri.sandbox-id) is not \
+             a container"
+        ),
+        "{text}"
+    );
+    assert_eq!(
+        refusal(start(client, "pod-lost").await).0,
+        ttrpc::Code::NOT_FOUND
+    );
 }
 
 async fn bad_input(client: &AgentClient, root: &str) {
