@@ -97,10 +97,10 @@ virtiofsd:
 	if [[ $(ARCH) == riscv64 ]]; then ln -sfn $$(scripts/virtiofsd-riscv64.sh) $(OUT)/$(ARCH)/virtiofsd; \
 	else rm -f $(OUT)/$(ARCH)/virtiofsd; cp $$(command -v virtiofsd) $(OUT)/$(ARCH)/virtiofsd; fi
 
-# Everything a KVM test host of ARCH needs: kernel, static binaries, busybox (riscv64),
-# virtiofsd.
+# Everything a KVM test host of ARCH needs: kernel, static binaries, virtiofsd; riscv64 also
+# busybox, containerd, CNI plugins and runc (the CRI test's baseline).
 kvm-artifacts: kernel static virtiofsd
-	if [[ $(ARCH) == riscv64 ]]; then $(MAKE) --no-print-directory busybox containerd cni ARCH=riscv64; fi
+	if [[ $(ARCH) == riscv64 ]]; then $(MAKE) --no-print-directory busybox containerd cni runc ARCH=riscv64; fi
 
 # containerd + ctr for the test host: riscv64 cross-built from Debian's source (cached);
 # x86_64 uses the installed Debian package (the x86_64 test host runs on this machine's /).

@@ -74,6 +74,10 @@ if (( ${#missing[@]} )); then
   $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# The x86_64 KVM test host runs on this machine's root, read-only, with tmpfs on a few
+# directories; CNI needs /var/lib/cni (its cache, host-local's leases) to exist for that.
+[[ -d /var/lib/cni ]] || $sudo mkdir -p /var/lib/cni
+
 for t in riscv64gc-unknown-linux-gnu x86_64-unknown-linux-musl; do
   if ! rustup target list --installed | grep -qx "$t"; then
     echo "setup: rustup target add $t"

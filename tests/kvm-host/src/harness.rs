@@ -338,7 +338,9 @@ fn build_l1_initrd(inv: &Invocation, l1: &artifacts::L1Artifacts) -> Result<L1Bo
                 read_only: true,
             },
         ));
-        job.tmpfs = ["/tmp", "/run", "/var/tmp", "/root"]
+        // /var/lib/cni: CNI's result cache and host-local's leases (`make setup` creates
+        // the mount point).
+        job.tmpfs = ["/tmp", "/run", "/var/tmp", "/root", "/var/lib/cni"]
             .iter()
             .map(PathBuf::from)
             .collect();

@@ -1,10 +1,15 @@
 //! The runtime configuration: `configuration-dragonball.toml` with Kata's section and key
 //! names, found on Kata's runtime-rs search path. Unknown keys and bad values are errors
-//! that name the key and the file.
+//! that name the key and the file. [`annotations`] holds the sandbox annotations that
+//! override it.
 
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+
+pub mod annotations;
+
+pub use annotations::AnnotationError;
 
 /// Where the configuration is looked for, in order, when nothing names it.
 pub const SEARCH_PATHS: [&str; 3] = [
@@ -105,7 +110,10 @@ pub struct Dragonball {
     /// Accepted for Kata compatibility; see `[runtime] log_level`.
     #[serde(default)]
     pub log_level: Option<String>,
-    /// Accepted for Kata compatibility (annotations are not applied).
+    /// Regular expressions naming the `io.katacontainers.config.hypervisor.<key>`
+    /// annotations a sandbox may set, matched against `<key>` (Kata's semantics, see
+    /// [`annotations`]); empty: none. kata-rv applies `default_vcpus` and
+    /// `default_memory`.
     #[serde(default)]
     pub enable_annotations: Vec<String>,
 }
@@ -221,7 +229,8 @@ pub struct Runtime {
     /// Accepted for Kata compatibility.
     #[serde(default)]
     pub sandbox_cgroup_only: bool,
-    /// Accepted for Kata compatibility.
+    /// Accepted for Kata compatibility: kata-rv always sizes the VM statically at boot
+    /// (it has no CPU or memory hotplug), as Kata does when this is true.
     #[serde(default)]
     pub static_sandbox_resource_mgmt: bool,
     /// Accepted for Kata compatibility.
@@ -327,11 +336,18 @@ impl Config {
                 ),
             ));
         }
-        if db.default_memory < 64 {
+        if db.default_memory < annotations::MIN_MEMORY_MIB {
             return Err(self.bad(
                 &format!("{prefix}.default_memory"),
-                format!("{} MiB is below the minimum of 64", db.default_memory),
+                format!(
+                    "{} MiB is below the minimum of {}",
+                    db.default_memory,
+                    annotations::MIN_MEMORY_MIB
+                ),
             ));
+        }
+        if let Err(reason) = annotations::compile(&db.enable_annotations) {
+            return Err(self.bad(&format!("{prefix}.enable_annotations"), reason));
         }
         if db.shared_fs == SharedFs::VirtioFs && db.virtio_fs_daemon.as_os_str().is_empty() {
             return Err(self.bad(
@@ -400,9 +416,9 @@ impl Config {
         Ok(())
     }
 
-    /// The vCPU count (Kata's float, rounded up).
+    /// The vCPU count (Kata's float, rounded up; at least one).
     pub fn vcpus(&self) -> u8 {
-        self.hypervisor.dragonball.default_vcpus.ceil() as u8
+        self.hypervisor.dragonball.default_vcpus.ceil().max(1.0) as u8
     }
 
     /// The agent's kernel parameters derived from the configuration.
@@ -528,6 +544,56 @@ log_level = "info"
         )
         .unwrap_err();
         assert!(err.to_string().contains("9p"), "{err}");
+    }
+
+    #[test]
+    fn the_shipped_files_parse_and_enable_no_annotation() {
+        for text in [
+            include_str!("../../../../configuration/configuration-dragonball-x86_64.toml"),
+            include_str!("../../../../configuration/configuration-dragonball-riscv64.toml"),
+        ] {
+            let config = Config::parse(text, Path::new("/shipped.toml")).unwrap();
+            assert!(config.hypervisor.dragonball.enable_annotations.is_empty());
+            assert!(!config.annotation_enabled(annotations::DEFAULT_VCPUS));
+        }
+    }
+
+    #[test]
+    fn enable_annotations_is_a_list_of_regular_expressions() {
+        let parse = |list: &str| {
+            Config::parse(
+                &GOOD.replace(
+                    "shared_fs = \"inline-virtio-fs\"",
+                    &format!("shared_fs = \"inline-virtio-fs\"\nenable_annotations = {list}"),
+                ),
+                Path::new("/c.toml"),
+            )
+        };
+        assert!(
+            Config::parse(GOOD, Path::new("/c.toml"))
+                .unwrap()
+                .hypervisor
+                .dragonball
+                .enable_annotations
+                .is_empty(),
+            "none by default"
+        );
+        let config = parse(r#"["default_vcpus", "default_memory"]"#).unwrap();
+        assert_eq!(
+            config.hypervisor.dragonball.enable_annotations,
+            ["default_vcpus", "default_memory"]
+        );
+        assert!(parse(r#"[".*"]"#).is_ok());
+        let err = parse(r#"["default_(vcpus"]"#).unwrap_err();
+        match &err {
+            ConfigError::Key { key, reason, .. } => {
+                assert_eq!(key, "hypervisor.dragonball.enable_annotations");
+                assert!(reason.contains("default_(vcpus"), "{err}");
+            }
+            other => panic!("{other}"),
+        }
+        let err = parse(r#""default_vcpus""#).unwrap_err();
+        assert!(err.to_string().contains("expected a sequence"), "{err}");
     }
 
     #[test]

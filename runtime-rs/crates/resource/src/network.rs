@@ -179,15 +179,16 @@ fn ipv4(address: &RouteAddress) -> Option<Ipv4Addr> {
     }
 }
 
-/// The pod interface among `links`: the one that is neither loopback nor the VMM's tap.
-/// None when there is none (a namespace with loopback only).
+/// The pod interface among `links`: the Ethernet one that is not the VMM's tap (tunnel
+/// devices a kernel puts in every namespace, like `sit0`, and loopback are not). None
+/// when there is none (a namespace with loopback only).
 fn pod_link<'a>(
     links: &'a [LinkMessage],
     netns: &Path,
 ) -> Result<Option<&'a LinkMessage>, NetworkError> {
     let candidates: Vec<&LinkMessage> = links
         .iter()
-        .filter(|l| l.header.link_layer_type != LinkLayerType::Loopback && link_name(l) != TAP_NAME)
+        .filter(|l| l.header.link_layer_type == LinkLayerType::Ether && link_name(l) != TAP_NAME)
         .collect();
     match candidates.as_slice() {
         [] => Ok(None),
@@ -445,12 +446,13 @@ mod tests {
         let netns = Path::new("/var/run/netns/cni-1");
         let links = [
             link("lo", LinkLayerType::Loopback),
+            link("sit0", LinkLayerType::Sit),
             link(TAP_NAME, LinkLayerType::Ether),
             link("eth0", LinkLayerType::Ether),
         ];
         let found = pod_link(&links, netns).unwrap().unwrap();
         assert_eq!(link_name(found), "eth0");
-        assert!(pod_link(&links[..2], netns).unwrap().is_none());
+        assert!(pod_link(&links[..3], netns).unwrap().is_none());
         let two = [
             link("eth0", LinkLayerType::Ether),
             link("eth1", LinkLayerType::Ether),

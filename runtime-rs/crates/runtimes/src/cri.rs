@@ -1,7 +1,9 @@
 //! What a Kubernetes runtime (containerd's CRI, CRI-O) says about a container through its
-//! OCI spec: its role in the pod (annotations), the pod's network namespace, and the host
-//! namespaces it asks for, which a VM-isolated pod cannot share.
+//! OCI spec: its role in the pod (annotations), the pod's network namespace, the host
+//! namespaces it asks for, which a VM-isolated pod cannot share, and the pod's resources
+//! (the sandbox sizing annotations).
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use oci_spec::runtime as oci;
@@ -14,6 +16,14 @@ pub const SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
 pub const CRIO_CONTAINER_TYPE: &str = "io.kubernetes.cri-o.ContainerType";
 /// CRI-O's pod sandbox annotation.
 pub const CRIO_SANDBOX_ID: &str = "io.kubernetes.cri-o.SandboxID";
+/// containerd CRI (1.7+): the sum of the pod's containers' CPU quotas, in µs per period.
+pub const SANDBOX_CPU_QUOTA: &str = "io.kubernetes.cri.sandbox-cpu-quota";
+/// containerd CRI: the CPU period the quota is counted in, in µs.
+pub const SANDBOX_CPU_PERIOD: &str = "io.kubernetes.cri.sandbox-cpu-period";
+/// containerd CRI: the sum of the pod's containers' CPU shares.
+pub const SANDBOX_CPU_SHARES: &str = "io.kubernetes.cri.sandbox-cpu-shares";
+/// containerd CRI: the sum of the pod's containers' memory limits, in bytes.
+pub const SANDBOX_MEMORY: &str = "io.kubernetes.cri.sandbox-memory";
 
 /// A container's place in a pod.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,8 +46,7 @@ impl Role {
     }
 }
 
-fn annotation<'a>(spec: &'a oci::Spec, keys: [&str; 2]) -> Option<&'a str> {
-    let annotations = spec.annotations().as_ref()?;
+fn annotation<'a>(annotations: &'a HashMap<String, String>, keys: [&str; 2]) -> Option<&'a str> {
     keys.iter()
         .find_map(|key| annotations.get(*key))
         .map(String::as_str)
@@ -45,9 +54,14 @@ fn annotation<'a>(spec: &'a oci::Spec, keys: [&str; 2]) -> Option<&'a str> {
 
 /// The container's role, from the CRI (or CRI-O) annotations.
 pub fn role(spec: &oci::Spec) -> Role {
-    match annotation(spec, [CONTAINER_TYPE, CRIO_CONTAINER_TYPE]) {
+    spec.annotations().as_ref().map_or(Role::Single, role_of)
+}
+
+/// The role a spec with these annotations has (see [`role`]).
+pub fn role_of(annotations: &HashMap<String, String>) -> Role {
+    match annotation(annotations, [CONTAINER_TYPE, CRIO_CONTAINER_TYPE]) {
         Some("sandbox") => Role::Sandbox,
-        Some("container") => match annotation(spec, [SANDBOX_ID, CRIO_SANDBOX_ID]) {
+        Some("container") => match annotation(annotations, [SANDBOX_ID, CRIO_SANDBOX_ID]) {
             Some(sandbox) => Role::Container {
                 sandbox: sandbox.to_string(),
             },
@@ -55,6 +69,56 @@ pub fn role(spec: &oci::Spec) -> Role {
         },
         _ => Role::Single,
     }
+}
+
+/// The pod's resources as containerd's CRI announces them on the sandbox spec; an absent
+/// (or empty) annotation counts as 0, as in Kata.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SandboxResources {
+    /// [`SANDBOX_CPU_QUOTA`]: µs per period; negative: unconstrained.
+    pub cpu_quota: i64,
+    /// [`SANDBOX_CPU_PERIOD`]: µs.
+    pub cpu_period: u64,
+    /// [`SANDBOX_CPU_SHARES`].
+    pub cpu_shares: u64,
+    /// [`SANDBOX_MEMORY`]: bytes; negative: unconstrained.
+    pub memory: i64,
+}
+
+/// A sizing annotation whose value is not a number.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("annotation {key}={value:?}: not an integer")]
+pub struct BadAnnotation {
+    /// The annotation.
+    pub key: &'static str,
+    /// Its value.
+    pub value: String,
+}
+
+fn number<T: std::str::FromStr + Default>(
+    annotations: &HashMap<String, String>,
+    key: &'static str,
+) -> Result<T, BadAnnotation> {
+    match annotations.get(key).map(|v| v.trim()) {
+        None | Some("") => Ok(T::default()),
+        Some(value) => value.parse().map_err(|_| BadAnnotation {
+            key,
+            value: value.to_string(),
+        }),
+    }
+}
+
+/// The sandbox sizing annotations (containerd 1.7+ and 2.x write them on the sandbox
+/// container's spec).
+pub fn sandbox_resources(
+    annotations: &HashMap<String, String>,
+) -> Result<SandboxResources, BadAnnotation> {
+    Ok(SandboxResources {
+        cpu_quota: number(annotations, SANDBOX_CPU_QUOTA)?,
+        cpu_period: number(annotations, SANDBOX_CPU_PERIOD)?,
+        cpu_shares: number(annotations, SANDBOX_CPU_SHARES)?,
+        memory: number(annotations, SANDBOX_MEMORY)?,
+    })
 }
 
 fn namespace(spec: &oci::Spec, kind: oci::LinuxNamespaceType) -> Option<&oci::LinuxNamespace> {
@@ -142,6 +206,45 @@ mod tests {
             }
         );
         assert_eq!(role(&spec("", "")), Role::Single);
+    }
+
+    #[test]
+    fn sandbox_resources_are_numbers_or_absent() {
+        let annotations = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert_eq!(
+            sandbox_resources(&annotations(&[
+                (SANDBOX_CPU_QUOTA, "220000"),
+                (SANDBOX_CPU_PERIOD, " 100000 "),
+                (SANDBOX_CPU_SHARES, "2"),
+                (SANDBOX_MEMORY, "536870912"),
+            ])),
+            Ok(SandboxResources {
+                cpu_quota: 220_000,
+                cpu_period: 100_000,
+                cpu_shares: 2,
+                memory: 512 << 20,
+            })
+        );
+        assert_eq!(
+            sandbox_resources(&annotations(&[
+                (SANDBOX_CPU_QUOTA, "-1"),
+                (SANDBOX_MEMORY, "")
+            ])),
+            Ok(SandboxResources {
+                cpu_quota: -1,
+                ..Default::default()
+            })
+        );
+        let err = sandbox_resources(&annotations(&[(SANDBOX_CPU_PERIOD, "-5")])).unwrap_err();
+        assert_eq!(err.key, SANDBOX_CPU_PERIOD);
+        assert!(err.to_string().contains("\"-5\""), "{err}");
+        let err = sandbox_resources(&annotations(&[(SANDBOX_MEMORY, "1Gi")])).unwrap_err();
+        assert!(err.to_string().contains(SANDBOX_MEMORY), "{err}");
     }
 
     #[test]

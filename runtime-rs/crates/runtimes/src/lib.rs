@@ -11,6 +11,7 @@ pub mod events;
 pub mod process;
 pub mod runtime;
 pub mod sandbox;
+pub mod sizing;
 pub mod spec;
 pub mod stdio;
 pub mod trace;
@@ -22,3 +23,4 @@ pub use runtime::{
     ConfigLoader, CreateRequest, PodPhase, PodStatus, ProcessState, Runtime, STDIN_GRACE,
 };
 pub use sandbox::{AgentConnector, Backends, HybridVsock, PodSetup, Sandbox};
+pub use sizing::VmSize;

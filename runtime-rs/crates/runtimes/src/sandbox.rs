@@ -1,6 +1,7 @@
 //! One sandbox: its host resources, its VM and the agent in it. Started once, by the first
 //! container; stopped when the last one goes.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use kata_resource::{HostResources, PodNetwork, SandboxPaths, VirtiofsdConfig};
 use slog::Logger;
 
 use crate::error::{Code, RuntimeError, RuntimeResult};
+use crate::sizing::{self, VmSize};
 use crate::trace::Trace;
 
 /// Connects to the agent of a booted VM.
@@ -89,6 +91,30 @@ pub struct PodSetup {
     pub hostname: String,
     /// The pod's network namespace (made by CNI), if any.
     pub netns: Option<std::path::PathBuf>,
+    /// The sandbox spec's annotations: Kata's `io.katacontainers.config.hypervisor.*`
+    /// overrides, containerd's `io.kubernetes.cri.sandbox-*` sizing and the CRI role.
+    pub annotations: HashMap<String, String>,
+    /// The spec's `linux.resources`: they size the VM of a single (non-pod) container.
+    pub resources: Option<oci_spec::runtime::LinuxResources>,
+}
+
+impl PodSetup {
+    /// Everything the sandbox's (first container's) spec asks for.
+    pub fn from_spec(spec: &oci_spec::runtime::Spec) -> Self {
+        Self {
+            hostname: spec.hostname().clone().unwrap_or_default(),
+            netns: crate::cri::network_namespace(spec),
+            annotations: spec.annotations().clone().unwrap_or_default(),
+            resources: spec.linux().as_ref().and_then(|l| l.resources().clone()),
+        }
+    }
+
+    /// The VM's size under `config` on this host (see [`sizing`]); refused with
+    /// INVALID_ARGUMENT when an annotation is not enabled or a value is bad or out of
+    /// range.
+    pub fn vm_size(&self, config: &Config) -> RuntimeResult<sizing::PodSize> {
+        sizing::vm_size(config, self, sizing::host_memory_mib())
+    }
 }
 
 /// A running sandbox.
@@ -101,6 +127,10 @@ pub struct Sandbox {
     pub agent: Arc<dyn Agent>,
     /// The pod network joined to the VM, if any.
     pub network: Option<PodNetwork>,
+    /// The VM's vCPUs (fixed at boot).
+    pub vcpus: u8,
+    /// The VM's memory in MiB (fixed at boot).
+    pub memory_mib: u32,
     backends: Backends,
 }
 
@@ -146,11 +176,16 @@ fn guest_network(network: &PodNetwork) -> (types::Interface, Vec<types::Route>) 
     (interface, routes)
 }
 
-fn vm_spec(config: &Config, paths: &SandboxPaths, network: Option<&PodNetwork>) -> VmSpec {
+fn vm_spec(
+    config: &Config,
+    size: VmSize,
+    paths: &SandboxPaths,
+    network: Option<&PodNetwork>,
+) -> VmSpec {
     let db = &config.hypervisor.dragonball;
     VmSpec {
-        vcpus: config.vcpus(),
-        memory_mib: db.default_memory,
+        vcpus: size.vcpus,
+        memory_mib: size.memory_mib,
         kernel: db.kernel.clone(),
         initrd: db.initrd.clone().unwrap_or_default(),
         kernel_params: format!("{} {}", db.kernel_params, config.agent_kernel_params()),
@@ -189,8 +224,9 @@ async fn release_host(backends: &Backends, sid: &str, network: Option<&PodNetwor
 }
 
 impl Sandbox {
-    /// Creates the host resources, boots the VM, connects to the agent and creates the
-    /// sandbox in it. On failure everything created is removed again.
+    /// Sizes the VM (refusing a bad size before anything exists), creates the host
+    /// resources, boots the VM, connects to the agent and creates the sandbox in it. On
+    /// failure everything created is removed again.
     pub async fn start(
         backends: &Backends,
         config: &Config,
@@ -199,6 +235,10 @@ impl Sandbox {
         log: &Logger,
     ) -> RuntimeResult<Self> {
         let trace = Trace::start(log, "sandbox start", sid);
+        let sizing::PodSize { size, ignored } = pod.vm_size(config)?;
+        for key in &ignored {
+            slog::warn!(log, "annotation enabled but not implemented by kata-rv: ignored"; "annotation" => key);
+        }
         let db = &config.hypervisor.dragonball;
         let initrd = db.initrd.clone().unwrap_or_default();
         for (key, path) in [("kernel", &db.kernel), ("initrd", &initrd)] {
@@ -238,13 +278,13 @@ impl Sandbox {
             None => None,
         };
         let hypervisor = &backends.hypervisor;
-        let spec = vm_spec(config, &paths, network.as_ref());
+        let spec = vm_spec(config, size, &paths, network.as_ref());
         if let Err(e) = hypervisor.start(spec).await {
             release_host(backends, sid, network.as_ref(), log).await;
             return Err(RuntimeError::caused(Code::Internal, "starting the VM", e));
         }
         trace.phase("vm started");
-        slog::info!(log, "sandbox VM started"; "sandbox" => sid);
+        slog::info!(log, "sandbox VM started"; "sandbox" => sid, "vcpus" => size.vcpus, "memory_mib" => size.memory_mib);
         let abort = async |error: RuntimeError| {
             hypervisor.stop().await;
             release_host(backends, sid, network.as_ref(), log).await;
@@ -279,6 +319,8 @@ impl Sandbox {
             paths,
             agent,
             network,
+            vcpus: size.vcpus,
+            memory_mib: size.memory_mib,
             backends: backends.clone(),
         };
         trace.phase("agent connected");
@@ -306,6 +348,21 @@ impl Sandbox {
         }
         trace.phase("sandbox created in the guest");
         Ok(sandbox)
+    }
+
+    /// The VM's size.
+    pub fn size(&self) -> VmSize {
+        VmSize {
+            vcpus: self.vcpus,
+            memory_mib: self.memory_mib,
+        }
+    }
+
+    /// Refuses container `id` when its limits exceed this VM (see
+    /// [`sizing::check_container`]).
+    pub fn check_fits(&self, id: &str, spec: &oci_spec::runtime::Spec) -> RuntimeResult<()> {
+        let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
+        sizing::check_container(id, resources, self.size())
     }
 
     /// Gives the guest the pod interface's address and routes.

@@ -19,6 +19,7 @@ async fn create_start_join_stop_wait_shutdown_leaves_nothing() {
             kata_runtimes::PodSetup {
                 hostname: "pod-host".into(),
                 netns: None,
+                ..Default::default()
             },
             &w.loader(),
         )

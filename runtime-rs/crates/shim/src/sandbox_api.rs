@@ -37,16 +37,16 @@ impl KataSandbox {
     }
 }
 
-/// What the pod asks for: the hostname of the spec in its bundle ("" when none) and the
-/// network namespace containerd made for it.
+/// What the pod asks for: what the spec in its bundle says (hostname, annotations,
+/// resources), and the network namespace containerd made for it.
 fn pod_setup(req: &api::CreateSandboxRequest) -> PodSetup {
-    let hostname = oci_spec::runtime::Spec::load(Path::new(&req.bundle_path).join("config.json"))
-        .ok()
-        .and_then(|spec| spec.hostname().clone())
-        .unwrap_or_default();
+    let from_bundle =
+        oci_spec::runtime::Spec::load(Path::new(&req.bundle_path).join("config.json"))
+            .map(|spec| PodSetup::from_spec(&spec))
+            .unwrap_or_default();
     PodSetup {
-        hostname,
         netns: (!req.netns_path.is_empty()).then(|| PathBuf::from(&req.netns_path)),
+        ..from_bundle
     }
 }
 

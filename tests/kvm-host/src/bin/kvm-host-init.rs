@@ -28,6 +28,9 @@ fn mount_9p(tag: &str, target: &Path, read_only: bool) -> Result<()> {
 /// Sets up the filesystem view of the job; returns the root the command runs in.
 fn prepare(job: &Job) -> Result<PathBuf> {
     pid1::mount_kernel_filesystems(Path::new("/"))?;
+    // Like any host, the test host has its loopback up (containerd's CRI streaming
+    // server listens on 127.0.0.1).
+    kvm_host::netcfg::link_up("lo").context("bringing lo up")?;
     let root = match &job.root {
         Some(tag) => {
             let root = PathBuf::from("/host");

@@ -189,7 +189,10 @@ impl Runtime {
             (state.sandbox.clone(), state.pod.as_ref().map(|p| p.phase))
         };
         let sandbox = match existing {
-            Some(sandbox) => sandbox,
+            Some(sandbox) => {
+                sandbox.check_fits(id, &oci)?;
+                sandbox
+            }
             None if let Some(phase) = pod => {
                 return Err(RuntimeError::new(
                     Code::FailedPrecondition,
@@ -206,10 +209,15 @@ impl Runtime {
             }
             None => {
                 let config = load_config()?;
-                let pod = PodSetup {
-                    hostname: oci.hostname().clone().unwrap_or_default(),
-                    netns: cri::network_namespace(&oci),
-                };
+                let pod = PodSetup::from_spec(&oci);
+                // Refuse a bad size, or a container bigger than its own VM, before the
+                // VM exists.
+                let size = pod.vm_size(&config)?.size;
+                crate::sizing::check_container(
+                    id,
+                    oci.linux().as_ref().and_then(|l| l.resources().as_ref()),
+                    size,
+                )?;
                 let sandbox = Sandbox::start(&self.backends, &config, id, &pod, &self.log())
                     .await
                     .map(Arc::new)?;

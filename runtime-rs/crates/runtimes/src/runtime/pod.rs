@@ -73,6 +73,8 @@ impl Runtime {
             ));
         }
         let config = load_config()?;
+        // Refuse a bad size now; StartSandbox sizes the VM again from the same inputs.
+        setup.vm_size(&config)?;
         let (exit_tx, _) = watch::channel(None);
         state.pod = Some(Pod {
             id: id.to_string(),

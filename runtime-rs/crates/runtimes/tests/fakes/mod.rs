@@ -424,6 +424,12 @@ pub struct Setup {
 impl World {
     /// A fresh world in its own scratch directory.
     pub fn new(name: &str, setup: Setup) -> Self {
+        Self::with_config(name, setup, "")
+    }
+
+    /// [`World::new`] whose configuration has these extra `[hypervisor.dragonball]` keys
+    /// (TOML lines, e.g. `enable_annotations = [".*"]`).
+    pub fn with_config(name: &str, setup: Setup, extra_toml: &str) -> Self {
         let dir = std::env::temp_dir().join(format!("kata-runtimes-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -434,7 +440,7 @@ impl World {
         std::fs::write(
             &config,
             format!(
-                "[hypervisor.dragonball]\nkernel = \"{d}/kernel\"\ninitrd = \"{d}/initrd\"\n\
+                "[hypervisor.dragonball]\nkernel = \"{d}/kernel\"\ninitrd = \"{d}/initrd\"\n{extra_toml}\n\
                  [agent.kata]\nreconnect_timeout_ms = 200\n[runtime]\n",
                 d = dir.display()
             ),
@@ -490,11 +496,41 @@ impl World {
             .await
     }
 
+    /// [`World::create_with`] whose spec also has these linux.resources (a JSON object).
+    pub async fn create_limited(
+        &self,
+        id: &str,
+        annotations: &str,
+        namespaces: &str,
+        resources: &str,
+    ) -> RuntimeResult<u32> {
+        self.create_spec(
+            id,
+            annotations,
+            namespaces,
+            resources,
+            StdioPaths::default(),
+        )
+        .await
+    }
+
     async fn create_from(
         &self,
         id: &str,
         annotations: &str,
         namespaces: &str,
+        stdio: StdioPaths,
+    ) -> RuntimeResult<u32> {
+        self.create_spec(id, annotations, namespaces, "{}", stdio)
+            .await
+    }
+
+    async fn create_spec(
+        &self,
+        id: &str,
+        annotations: &str,
+        namespaces: &str,
+        resources: &str,
         stdio: StdioPaths,
     ) -> RuntimeResult<u32> {
         let bundle = self.dir.join(format!("bundle-{id}"));
@@ -504,7 +540,7 @@ impl World {
             format!(
                 r#"{{"ociVersion":"1.0.2","process":{{"user":{{"uid":0,"gid":0}},"args":["sh"],"cwd":"/"}},
                     "root":{{"path":"rootfs"}},"hostname":"pod-host","annotations":{annotations},
-                    "linux":{{"namespaces":{namespaces}}}}}"#
+                    "linux":{{"namespaces":{namespaces},"resources":{resources}}}}}"#
             ),
         )
         .unwrap();

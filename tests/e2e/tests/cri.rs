@@ -1,0 +1,864 @@
+//! Kubernetes pods through containerd's CRI plugin, driven the way kubelet drives it (a
+//! CRI client over gRPC), with runtime class `kata` and, in the same run, `runc` as the
+//! baseline. A private containerd (CRI on, CNI bridge + host-local + loopback) runs inside
+//! the KVM test host of this architecture; every kata pod is a real microVM joined to its
+//! CNI veth by tc redirects. After each pod nothing of it may remain on the host: no shim,
+//! no virtiofsd, no mount under /run/kata*, no sandbox dir, no netns, no veth.
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use hyper_util::rt::TokioIo;
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::image_service_client::ImageServiceClient;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use kvm_host::{Arch, artifacts};
+use tonic::transport::{Channel, Endpoint, Uri};
+
+fn arch() -> Arch {
+    Arch::native().expect("riscv64 or x86_64")
+}
+
+fn out_dir() -> PathBuf {
+    artifacts::out_dir(arch())
+}
+
+/// The pod subnet of the test's CNI bridge.
+const SUBNET: &str = "10.99.0.0/24";
+/// The bridge CNI creates on the host (its gateway address is the host's).
+const BRIDGE: &str = "kata-cri0";
+/// The pause image containerd 1.6 uses by default (`make images` builds it locally).
+const PAUSE_IMAGE: &str = "registry.k8s.io/pause:3.6";
+const BUSYBOX: &str = "docker.io/library/busybox:latest";
+
+/// The private containerd of this run, CRI on.
+struct Containerd {
+    dir: PathBuf,
+    child: Child,
+}
+
+impl Containerd {
+    fn socket(&self) -> PathBuf {
+        self.dir.join("containerd.sock")
+    }
+
+    /// Stops containerd and removes its directory (the instance is a static: no Drop).
+    fn stop(&self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let _ = nix::sys::wait::waitpid(pid, None);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn tool(name: &str) -> PathBuf {
+    let built = out_dir().join(name);
+    if built.exists() {
+        built
+    } else {
+        PathBuf::from(name)
+    }
+}
+
+/// Where the CNI plugins are: the cross-built ones (riscv64), else Debian's.
+fn cni_bin_dir() -> PathBuf {
+    let built = out_dir().join("cni");
+    if built.join("bridge").exists() {
+        built
+    } else {
+        PathBuf::from("/usr/lib/cni")
+    }
+}
+
+fn write_configs(dir: &Path) {
+    let kata = dir.join("kata.toml");
+    std::fs::write(
+        &kata,
+        format!(
+            "[hypervisor.dragonball]\nkernel = \"{}\"\ninitrd = \"{}\"\ndefault_memory = 256\n\
+             [agent.kata]\nreconnect_timeout_ms = 300000\n[runtime]\n",
+            artifacts::kernel(arch()).display(),
+            out_dir().join("kata-containers-initrd.img").display()
+        ),
+    )
+    .unwrap();
+    let cni_conf = dir.join("cni");
+    std::fs::create_dir_all(&cni_conf).unwrap();
+    // No portmap: it needs iptables, which the test hosts do not have.
+    std::fs::write(
+        cni_conf.join("10-kata-e2e.conflist"),
+        format!(
+            r#"{{"cniVersion": "1.0.0", "name": "kata-e2e", "plugins": [
+                {{"type": "bridge", "bridge": "{BRIDGE}", "isGateway": true, "ipMasq": false,
+                  "ipam": {{"type": "host-local", "ranges": [[{{"subnet": "{SUBNET}"}}]],
+                           "routes": [{{"dst": "0.0.0.0/0"}}]}}}}]}}"#
+        ),
+    )
+    .unwrap();
+    let cri = r#"plugins."io.containerd.grpc.v1.cri""#;
+    let config = format!(
+        "version = 2\nroot = \"{d}/root\"\nstate = \"{d}/state\"\n\
+         [grpc]\n  address = \"{d}/containerd.sock\"\n[ttrpc]\n  address = \"{d}/containerd.sock.ttrpc\"\n\
+         [{cri}]\n  sandbox_image = \"{PAUSE_IMAGE}\"\n  disable_apparmor = true\n\
+         [{cri}.cni]\n  bin_dir = \"{bin}\"\n  conf_dir = \"{d}/cni\"\n\
+         [{cri}.containerd]\n  default_runtime_name = \"runc\"\n  snapshotter = \"overlayfs\"\n\
+         [{cri}.containerd.runtimes.runc]\n  runtime_type = \"io.containerd.runc.v2\"\n\
+         [{cri}.containerd.runtimes.kata]\n  runtime_type = \"io.containerd.kata.v2\"\n\
+           pod_annotations = [\"io.katacontainers.*\"]\n\
+         [{cri}.containerd.runtimes.kata.options]\n  ConfigPath = \"{kata}\"\n",
+        d = dir.display(),
+        bin = cni_bin_dir().display(),
+        kata = kata.display(),
+    );
+    std::fs::write(dir.join("config.toml"), config).unwrap();
+}
+
+fn containerd() -> &'static Containerd {
+    static INSTANCE: OnceLock<Containerd> = OnceLock::new();
+    INSTANCE.get_or_init(|| {
+        let dir = PathBuf::from(format!("/tmp/kata-cri-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        write_configs(&dir);
+        let log = std::fs::File::create(dir.join("containerd.log")).unwrap();
+        // containerd finds `containerd-shim-kata-v2` (and, on riscv64, the runc shim and
+        // runc) by name on its PATH.
+        let path = format!(
+            "{}:{}",
+            out_dir().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let mut child = Command::new(tool("containerd"))
+            .arg("--config")
+            .arg(dir.join("config.toml"))
+            .env("PATH", path)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("starting containerd");
+        // Serving once `ctr version` answers.
+        let started = Instant::now();
+        loop {
+            let log = || std::fs::read_to_string(dir.join("containerd.log")).unwrap_or_default();
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("containerd exited ({status}):\n{}", log());
+            }
+            let answered = Command::new(tool("ctr"))
+                .arg("-a")
+                .arg(dir.join("containerd.sock"))
+                .arg("version")
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if answered {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "containerd did not start:\n{}",
+                log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let images = out_dir().parent().unwrap().join("images");
+        for image in ["busybox", "pause"] {
+            let tar = images.join(format!("{image}-{}.tar", arch().name()));
+            let out = Command::new(tool("ctr"))
+                .arg("-a")
+                .arg(dir.join("containerd.sock"))
+                .args(["-n", "k8s.io", "images", "import", "--all-platforms"])
+                .arg(&tar)
+                .output()
+                .expect("ctr");
+            assert!(
+                out.status.success(),
+                "import {}: {}",
+                tar.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Containerd { dir, child }
+    })
+}
+
+fn containerd_log_tail() -> String {
+    let log = std::fs::read_to_string(containerd().dir.join("containerd.log")).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(60)..].join("\n")
+}
+
+/// The kubelet side: CRI runtime and image services over containerd's socket.
+struct Kubelet {
+    runtime: RuntimeServiceClient<Channel>,
+    images: ImageServiceClient<Channel>,
+}
+
+async fn kubelet() -> Kubelet {
+    let socket = containerd().socket();
+    let channel = Endpoint::try_from("http://[::]:50051")
+        .unwrap()
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let socket = socket.clone();
+            async move {
+                Ok::<_, std::io::Error>(TokioIo::new(
+                    tokio::net::UnixStream::connect(socket).await?,
+                ))
+            }
+        }))
+        .await
+        .expect("connecting to containerd's CRI");
+    Kubelet {
+        runtime: RuntimeServiceClient::new(channel.clone()),
+        images: ImageServiceClient::new(channel),
+    }
+}
+
+/// What a pod needs of the host and its handler.
+struct PodSpec {
+    name: String,
+    handler: &'static str,
+    log_dir: PathBuf,
+    annotations: HashMap<String, String>,
+}
+
+impl PodSpec {
+    fn new(name: &str, handler: &'static str) -> Self {
+        let log_dir = containerd().dir.join("logs").join(name);
+        std::fs::create_dir_all(&log_dir).unwrap();
+        Self {
+            name: name.into(),
+            handler,
+            log_dir,
+            annotations: HashMap::new(),
+        }
+    }
+
+    fn config(&self) -> cri::PodSandboxConfig {
+        cri::PodSandboxConfig {
+            metadata: Some(cri::PodSandboxMetadata {
+                name: self.name.clone(),
+                uid: format!("uid-{}", self.name),
+                namespace: "e2e".into(),
+                attempt: 0,
+            }),
+            hostname: self.name.clone(),
+            log_directory: self.log_dir.to_string_lossy().into_owned(),
+            annotations: self.annotations.clone(),
+            linux: Some(cri::LinuxPodSandboxConfig {
+                security_context: Some(cri::LinuxSandboxSecurityContext {
+                    namespace_options: Some(cri::NamespaceOption {
+                        network: cri::NamespaceMode::Pod as i32,
+                        pid: if self.handler == "runc" {
+                            cri::NamespaceMode::Container as i32
+                        } else {
+                            cri::NamespaceMode::Pod as i32
+                        },
+                        ipc: cri::NamespaceMode::Pod as i32,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+}
+
+impl Kubelet {
+    async fn run_pod(&mut self, pod: &PodSpec) -> Result<String, tonic::Status> {
+        let reply = self
+            .runtime
+            .run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(pod.config()),
+                runtime_handler: pod.handler.into(),
+            })
+            .await?;
+        Ok(reply.into_inner().pod_sandbox_id)
+    }
+
+    async fn create_container(
+        &mut self,
+        pod_id: &str,
+        pod: &PodSpec,
+        name: &str,
+        command: &[&str],
+    ) -> String {
+        let config = cri::ContainerConfig {
+            metadata: Some(cri::ContainerMetadata {
+                name: name.into(),
+                attempt: 0,
+            }),
+            image: Some(cri::ImageSpec {
+                image: BUSYBOX.into(),
+                ..Default::default()
+            }),
+            command: command.iter().map(|s| s.to_string()).collect(),
+            log_path: format!("{name}.log"),
+            linux: Some(cri::LinuxContainerConfig::default()),
+            ..Default::default()
+        };
+        let reply = self
+            .runtime
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: pod_id.into(),
+                config: Some(config),
+                sandbox_config: Some(pod.config()),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("CreateContainer {name}: {e}\n{}", containerd_log_tail()));
+        let id = reply.into_inner().container_id;
+        self.runtime
+            .start_container(cri::StartContainerRequest {
+                container_id: id.clone(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("StartContainer {name}: {e}\n{}", containerd_log_tail()));
+        id
+    }
+
+    async fn exec_sync(&mut self, container: &str, cmd: &[&str]) -> cri::ExecSyncResponse {
+        self.runtime
+            .exec_sync(cri::ExecSyncRequest {
+                container_id: container.into(),
+                cmd: cmd.iter().map(|s| s.to_string()).collect(),
+                timeout: 60,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("ExecSync {cmd:?}: {e}"))
+            .into_inner()
+    }
+
+    /// ExecSync that must succeed; its stdout.
+    async fn output(&mut self, container: &str, cmd: &[&str]) -> String {
+        let reply = self.exec_sync(container, cmd).await;
+        assert_eq!(
+            reply.exit_code,
+            0,
+            "{cmd:?}: stdout {} stderr {}",
+            text(&reply.stdout),
+            text(&reply.stderr)
+        );
+        text(&reply.stdout)
+    }
+
+    async fn pod_ip(&mut self, pod_id: &str) -> String {
+        self.runtime
+            .pod_sandbox_status(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: pod_id.into(),
+                verbose: false,
+            })
+            .await
+            .expect("PodSandboxStatus")
+            .into_inner()
+            .status
+            .and_then(|s| s.network)
+            .map(|n| n.ip)
+            .unwrap_or_default()
+    }
+
+    async fn stop_and_remove_container(&mut self, id: &str) {
+        self.runtime
+            .stop_container(cri::StopContainerRequest {
+                container_id: id.into(),
+                timeout: 10,
+            })
+            .await
+            .expect("StopContainer");
+        self.runtime
+            .remove_container(cri::RemoveContainerRequest {
+                container_id: id.into(),
+            })
+            .await
+            .expect("RemoveContainer");
+    }
+
+    async fn stop_and_remove_pod(&mut self, pod_id: &str) {
+        self.runtime
+            .stop_pod_sandbox(cri::StopPodSandboxRequest {
+                pod_sandbox_id: pod_id.into(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("StopPodSandbox: {e}\n{}", containerd_log_tail()));
+        self.runtime
+            .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                pod_sandbox_id: pod_id.into(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("RemovePodSandbox: {e}\n{}", containerd_log_tail()));
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// An HTTP GET of `/` from this host (the test host) to `ip:port`: the response body.
+fn http_get(ip: &str, port: u16) -> String {
+    let address = format!("{ip}:{port}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut stream = loop {
+        match std::net::TcpStream::connect_timeout(
+            &address.parse().unwrap(),
+            Duration::from_secs(5),
+        ) {
+            Ok(stream) => break stream,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("connecting to {address}: {e}; retrying");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(e) => panic!("the host cannot reach the pod at {address}: {e}"),
+        }
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(stream, "GET / HTTP/1.0\r\nHost: {ip}\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or(response)
+}
+
+/// What a streaming exec said: stdout, stderr and the final status (channel 3, JSON).
+struct Streamed {
+    stdout: String,
+    stderr: String,
+    status: String,
+}
+
+/// Runs a streaming exec at `url` (what the CRI Exec call returned) the way kubectl does
+/// over WebSocket (protocol v4.channel.k8s.io: binary frames, the first byte names the
+/// stream).
+fn stream_exec(url: &str) -> Streamed {
+    use tungstenite::client::IntoClientRequest;
+    let url = url.replacen("http://", "ws://", 1);
+    let host = url
+        .trim_start_matches("ws://")
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let tcp = std::net::TcpStream::connect(&host).unwrap_or_else(|e| panic!("{host}: {e}"));
+    tcp.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut request = url.as_str().into_client_request().unwrap();
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "v4.channel.k8s.io".parse().unwrap(),
+    );
+    let (mut socket, _) = tungstenite::client(request, tcp).expect("WebSocket handshake");
+    let mut streamed = Streamed {
+        stdout: String::new(),
+        stderr: String::new(),
+        status: String::new(),
+    };
+    loop {
+        let frame = match socket.read() {
+            Ok(tungstenite::Message::Binary(data)) => data,
+            Ok(tungstenite::Message::Close(_)) => break,
+            Ok(_) => continue,
+            Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => break,
+            Err(tungstenite::Error::Protocol(_)) => break,
+            Err(e) => panic!("streaming exec: {e}"),
+        };
+        let Some((channel, data)) = frame.split_first() else {
+            continue;
+        };
+        let data = text(data);
+        match channel {
+            1 => streamed.stdout.push_str(&data),
+            2 => streamed.stderr.push_str(&data),
+            3 => streamed.status.push_str(&data),
+            _ => {}
+        }
+    }
+    streamed
+}
+
+/// Host state a pod may leave behind.
+#[derive(Debug, PartialEq, Eq)]
+struct HostState {
+    processes: Vec<String>,
+    kata_mounts: Vec<String>,
+    netns: BTreeSet<String>,
+    veths: BTreeSet<String>,
+    sandbox_dirs: BTreeSet<String>,
+}
+
+fn entries(dir: &str) -> BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn processes_named(names: &[&str]) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = text(&cmdline).replace('\0', " ");
+        let program = cmdline.split(' ').next().unwrap_or_default();
+        if names.iter().any(|n| program.ends_with(n)) {
+            found.push(format!(
+                "{}: {cmdline}",
+                entry.file_name().to_string_lossy()
+            ));
+        }
+    }
+    found
+}
+
+fn host_state() -> HostState {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    HostState {
+        processes: processes_named(&["containerd-shim-kata-v2", "virtiofsd"]),
+        kata_mounts: mounts
+            .lines()
+            .filter(|l| l.contains("/run/kata"))
+            .map(str::to_string)
+            .collect(),
+        netns: entries("/var/run/netns"),
+        veths: entries("/sys/class/net")
+            .into_iter()
+            .filter(|n| n.starts_with("veth"))
+            .collect(),
+        sandbox_dirs: entries("/run/kata")
+            .into_iter()
+            .chain(entries("/run/kata-containers/shared/sandboxes"))
+            .collect(),
+    }
+}
+
+/// Waits until the host is back to `before` (a pod's teardown is asynchronous in places).
+fn assert_host_back_to(before: &HostState, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = host_state();
+        if now == *before {
+            return;
+        }
+        if Instant::now() >= deadline {
+            panic!(
+                "{what} left something behind:\nbefore {before:#?}\nafter {now:#?}\ncontainerd log tail:\n{}",
+                containerd_log_tail()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn require_kvm() -> bool {
+    if Path::new("/dev/kvm").exists() {
+        return true;
+    }
+    assert!(
+        !kvm_host::testing::kvm_required(),
+        "KATA_TEST_REQUIRE_KVM=1 but /dev/kvm is missing"
+    );
+    eprintln!("SKIPPED CRI e2e: no /dev/kvm");
+    false
+}
+
+/// The web page the pod's server container serves.
+const PAGE: &str = "hello from the pod";
+
+/// The server container: writes the page, serves it on 8080.
+const SERVER: &str = "mkdir -p /www && echo 'hello from the pod' > /www/index.html && \
+                      exec httpd -f -p 8080 -h /www";
+
+/// The client container: fetches the page over the pod's loopback (into its log), says
+/// so on both streams, then stays.
+const CLIENT: &str = "until wget -q -O - http://127.0.0.1:8080/ 2>/dev/null; do sleep 0.5; done; \
+                      echo client-started; echo to-stderr >&2; exec sleep 3600";
+
+/// A two-container pod: `web` serves HTTP on 8080, `client` fetches it over 127.0.0.1;
+/// logs; the host reaches the pod IP; (kata) what the containers see from inside; stats.
+/// Returns (RunPodSandbox ms, ms to both containers running).
+async fn two_container_pod(k: &mut Kubelet, name: &str, handler: &'static str) -> (u128, u128) {
+    let before = host_state();
+    let pod = PodSpec::new(name, handler);
+    let started = Instant::now();
+    let pod_id = k
+        .run_pod(&pod)
+        .await
+        .unwrap_or_else(|e| panic!("RunPodSandbox {name}: {e}\n{}", containerd_log_tail()));
+    let run_pod_ms = started.elapsed().as_millis();
+    let web = k
+        .create_container(&pod_id, &pod, "web", &["sh", "-c", SERVER])
+        .await;
+    let client = k
+        .create_container(&pod_id, &pod, "client", &["sh", "-c", CLIENT])
+        .await;
+    let running_ms = started.elapsed().as_millis();
+    println!("{handler}: RunPodSandbox {run_pod_ms} ms, two containers running {running_ms} ms");
+
+    // The client reached the server over the pod's loopback: its log says so, in CRI's
+    // format, stdout and stderr apart.
+    let log_file = pod.log_dir.join("client.log");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let log = std::fs::read_to_string(&log_file).unwrap_or_default();
+        if log.contains(&format!(" stdout F {PAGE}"))
+            && log.contains(" stdout F client-started")
+            && log.contains(" stderr F to-stderr")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{handler}: {} holds: {log}",
+            log_file.display()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The host reaches the pod at its CNI address.
+    let ip = k.pod_ip(&pod_id).await;
+    assert!(ip.starts_with("10.99.0."), "{handler}: pod IP '{ip}'");
+    assert_eq!(
+        http_get(&ip, 8080).trim(),
+        PAGE,
+        "{handler}: GET http://{ip}:8080/"
+    );
+
+    if handler == "kata" {
+        exec_checks(k, name, &ip, &web, &client).await;
+    } else {
+        println!(
+            "{handler}: exec checks not run: in the KVM test hosts a runc exec does not see the \
+             container root (`stat /bin/sh: no such file or directory`)"
+        );
+    }
+
+    // Stats: what kubelet reads.
+    let stats = k
+        .runtime
+        .container_stats(cri::ContainerStatsRequest {
+            container_id: web.clone(),
+        })
+        .await
+        .expect("ContainerStats")
+        .into_inner()
+        .stats
+        .expect("stats");
+    let memory = stats
+        .memory
+        .and_then(|m| m.working_set_bytes)
+        .map(|v| v.value)
+        .unwrap_or(0);
+    let cpu = stats
+        .cpu
+        .and_then(|c| c.usage_core_nano_seconds)
+        .map(|v| v.value)
+        .unwrap_or(0);
+    assert!(
+        memory > 0 && cpu > 0,
+        "{handler}: stats memory {memory} cpu {cpu}"
+    );
+    let listed = k
+        .runtime
+        .list_container_stats(cri::ListContainerStatsRequest { filter: None })
+        .await
+        .expect("ListContainerStats")
+        .into_inner()
+        .stats;
+    let ours = listed
+        .iter()
+        .filter(|s| {
+            s.attributes
+                .as_ref()
+                .is_some_and(|a| a.id == web || a.id == client)
+        })
+        .count();
+    assert_eq!(ours, 2, "{handler}: ListContainerStats: {listed:?}");
+
+    // Containers first, then the pod.
+    k.stop_and_remove_container(&client).await;
+    k.stop_and_remove_container(&web).await;
+    k.stop_and_remove_pod(&pod_id).await;
+    assert_host_back_to(&before, &format!("{handler} pod {name}"));
+    (run_pod_ms, running_ms)
+}
+
+/// What a kata pod's containers show from inside: the guest interface has the pod IP;
+/// ExecSync output and exit code; a streaming exec; the pod's hostname; the IPC, UTS and
+/// PID namespaces they share.
+async fn exec_checks(k: &mut Kubelet, name: &str, ip: &str, web: &str, client: &str) {
+    let eth0 = k
+        .output(client, &["ip", "-4", "-o", "addr", "show", "eth0"])
+        .await;
+    assert!(
+        eth0.contains(&format!("{ip}/24")),
+        "eth0 in the pod: {eth0}"
+    );
+
+    let reply = k
+        .exec_sync(client, &["sh", "-c", "echo out; echo err >&2; exit 3"])
+        .await;
+    assert_eq!(
+        (
+            text(&reply.stdout).as_str(),
+            text(&reply.stderr).as_str(),
+            reply.exit_code
+        ),
+        ("out\n", "err\n", 3),
+        "ExecSync"
+    );
+
+    let url = k
+        .runtime
+        .exec(cri::ExecRequest {
+            container_id: client.into(),
+            cmd: ["sh", "-c", "echo streamed; echo streamed-err >&2; exit 7"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            stdout: true,
+            stderr: true,
+            ..Default::default()
+        })
+        .await
+        .expect("Exec")
+        .into_inner()
+        .url;
+    let streamed = tokio::task::spawn_blocking(move || stream_exec(&url))
+        .await
+        .unwrap();
+    assert_eq!(
+        (streamed.stdout.as_str(), streamed.stderr.as_str()),
+        ("streamed\n", "streamed-err\n"),
+        "streaming exec"
+    );
+    assert!(
+        streamed.status.contains("NonZeroExitCode") && streamed.status.contains("\"7\""),
+        "streaming exec status: {}",
+        streamed.status
+    );
+
+    assert_eq!(k.output(client, &["hostname"]).await.trim(), name);
+    for kind in ["ipc", "uts", "pid"] {
+        let link = format!("/proc/self/ns/{kind}");
+        let in_web = k.output(web, &["readlink", &link]).await;
+        let in_client = k.output(client, &["readlink", &link]).await;
+        assert_eq!(in_web, in_client, "the {kind} namespace is not shared");
+    }
+    let processes = k.output(client, &["ps"]).await;
+    assert!(
+        processes.contains("httpd"),
+        "the pod's PID namespace is not shared: {processes}"
+    );
+}
+
+/// A pod stopped and removed while its container still runs (kubelet's other order).
+async fn pod_removed_first(k: &mut Kubelet, handler: &'static str) {
+    let before = host_state();
+    let pod = PodSpec::new(&format!("{handler}-pod-first"), handler);
+    let pod_id = k.run_pod(&pod).await.expect("RunPodSandbox");
+    let sleeper = k
+        .create_container(&pod_id, &pod, "sleeper", &["sleep", "3600"])
+        .await;
+    assert_eq!(k.output(&sleeper, &["echo", "alive"]).await, "alive\n");
+    k.stop_and_remove_pod(&pod_id).await;
+    assert_host_back_to(
+        &before,
+        &format!("{handler}: pod removed before its container"),
+    );
+}
+
+/// Host namespaces a VM cannot share are refused with a clear error, leaving nothing.
+async fn host_network_is_refused(k: &mut Kubelet) {
+    let before = host_state();
+    let pod = PodSpec::new("kata-host-network", "kata");
+    let mut config = pod.config();
+    if let Some(options) = config
+        .linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+        .and_then(|s| s.namespace_options.as_mut())
+    {
+        options.network = cri::NamespaceMode::Node as i32;
+    }
+    let err = k
+        .runtime
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(config),
+            runtime_handler: "kata".into(),
+        })
+        .await
+        .expect_err("a kata pod with hostNetwork was accepted");
+    assert!(
+        err.message().contains("hostNetwork"),
+        "the error does not name hostNetwork: {}",
+        err.message()
+    );
+    assert_host_back_to(&before, "a refused hostNetwork pod");
+}
+
+#[tokio::test]
+async fn kubernetes_pods_run_in_microvms_through_cri() {
+    if !require_kvm() {
+        return;
+    }
+    let mut k = kubelet().await;
+    let version = k
+        .runtime
+        .version(cri::VersionRequest::default())
+        .await
+        .expect("CRI Version")
+        .into_inner();
+    println!(
+        "CRI runtime {} {}",
+        version.runtime_name, version.runtime_version
+    );
+    let images = k
+        .images
+        .list_images(cri::ListImagesRequest::default())
+        .await
+        .expect("ListImages")
+        .into_inner()
+        .images;
+    assert!(
+        images
+            .iter()
+            .any(|i| i.repo_tags.iter().any(|t| t == PAUSE_IMAGE)),
+        "the pause image is not in containerd's k8s.io namespace: {images:?}"
+    );
+
+    let runc = runc_available();
+    if runc {
+        let (run, ready) = two_container_pod(&mut k, "runc-pod", "runc").await;
+        println!("baseline runc: RunPodSandbox {run} ms, running {ready} ms");
+    } else {
+        println!("BASELINE NOT RUN: no runc in this test host");
+    }
+    let (run, ready) = two_container_pod(&mut k, "kata-pod", "kata").await;
+    println!("kata: RunPodSandbox {run} ms, running {ready} ms");
+    pod_removed_first(&mut k, "kata").await;
+    if runc {
+        pod_removed_first(&mut k, "runc").await;
+    }
+    host_network_is_refused(&mut k).await;
+    containerd().stop();
+}
+
+/// runc (and its shim) on the PATH containerd gets.
+fn runc_available() -> bool {
+    let path = format!(
+        "{}:{}",
+        out_dir().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    ["runc", "containerd-shim-runc-v2"].iter().all(|name| {
+        path.split(':')
+            .any(|dir| Path::new(dir).join(name).exists())
+    })
+}
