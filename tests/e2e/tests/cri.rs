@@ -763,10 +763,25 @@ async fn pod_removed_first(k: &mut Kubelet, handler: &'static str) {
     let before = host_state();
     let pod = PodSpec::new(&format!("{handler}-pod-first"), handler);
     let pod_id = k.run_pod(&pod).await.expect("RunPodSandbox");
-    let sleeper = k
-        .create_container(&pod_id, &pod, "sleeper", &["sleep", "3600"])
-        .await;
-    assert_eq!(k.output(&sleeper, &["echo", "alive"]).await, "alive\n");
+    k.create_container(
+        &pod_id,
+        &pod,
+        "sleeper",
+        &["sh", "-c", "echo alive; exec sleep 3600"],
+    )
+    .await;
+    let log_file = pod.log_dir.join("sleeper.log");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&log_file)
+        .unwrap_or_default()
+        .contains(" stdout F alive")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{handler}: the sleeper never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     k.stop_and_remove_pod(&pod_id).await;
     assert_host_back_to(
         &before,

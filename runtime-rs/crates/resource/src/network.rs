@@ -22,7 +22,8 @@ use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
 /// The name of the tap the VMM opens in the pod's namespace (Kata's).
 pub const TAP_NAME: &str = "tap0_kata";
 
-/// ETH_P_ALL: the redirect filters match every protocol.
+/// ETH_P_ALL: the redirect filters match every protocol (tc takes it in network byte
+/// order).
 const ETH_P_ALL: u16 = 0x0003;
 
 /// The pod interface CNI configured.
@@ -379,7 +380,7 @@ pub async fn connect(network: &PodNetwork) -> Result<(), NetworkError> {
                 .traffic_filter(index)
                 .add()
                 .parent(u32::from(TcHandle::INGRESS))
-                .protocol(ETH_P_ALL)
+                .protocol(ETH_P_ALL.to_be())
                 .redirect(to)
                 .map_err(netlink(&netns, format!("building the redirect of {name}")))?
                 .execute()

@@ -101,7 +101,9 @@ async fn a_cni_namespace_is_scanned_joined_to_the_tap_and_released() {
             "ip", "netns", "exec", &name, "tc", "filter", "show", "dev", from, "ingress",
         ]);
         assert!(
-            filters.contains("mirred") && filters.contains(&format!("Redirect to device {to}")),
+            filters.contains("protocol all")
+                && filters.contains("mirred")
+                && filters.contains(&format!("Redirect to device {to}")),
             "{from}: {filters}"
         );
     }
