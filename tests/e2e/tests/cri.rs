@@ -80,6 +80,7 @@ fn write_configs(dir: &Path) {
         &kata,
         format!(
             "[hypervisor.dragonball]\nkernel = \"{}\"\ninitrd = \"{}\"\ndefault_memory = 256\n\
+             enable_annotations = [\"default_vcpus\", \"default_memory\"]\n\
              [agent.kata]\nreconnect_timeout_ms = 300000\n[runtime]\n",
             artifacts::kernel(arch()).display(),
             out_dir().join("kata-containers-initrd.img").display()
@@ -107,14 +108,26 @@ fn write_configs(dir: &Path) {
          [{cri}.cni]\n  bin_dir = \"{bin}\"\n  conf_dir = \"{d}/cni\"\n\
          [{cri}.containerd]\n  default_runtime_name = \"runc\"\n  snapshotter = \"overlayfs\"\n\
          [{cri}.containerd.runtimes.runc]\n  runtime_type = \"io.containerd.runc.v2\"\n\
+         [{cri}.containerd.runtimes.runc.options]\n  NoPivotRoot = {no_pivot}\n\
          [{cri}.containerd.runtimes.kata]\n  runtime_type = \"io.containerd.kata.v2\"\n\
            pod_annotations = [\"io.katacontainers.*\"]\n\
          [{cri}.containerd.runtimes.kata.options]\n  ConfigPath = \"{kata}\"\n",
         d = dir.display(),
         bin = cni_bin_dir().display(),
         kata = kata.display(),
+        no_pivot = root_is_initramfs(),
     );
     std::fs::write(dir.join("config.toml"), config).unwrap();
+}
+
+/// Whether this host runs from its initramfs (the riscv64 test host), where runc cannot
+/// pivot_root and must be told so.
+fn root_is_initramfs() -> bool {
+    nix::sys::statfs::statfs("/").is_ok_and(|fs| {
+        // ramfs (no nix constant) or tmpfs.
+        fs.filesystem_type().0 == 0x8584_58f6
+            || fs.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC
+    })
 }
 
 fn containerd() -> &'static Containerd {
@@ -758,6 +771,40 @@ async fn exec_checks(k: &mut Kubelet, name: &str, ip: &str, web: &str, client: &
     );
 }
 
+/// A pod sized by Kata's annotations: the guest has those vCPUs and that memory.
+async fn pod_sized_by_annotations(k: &mut Kubelet) {
+    let before = host_state();
+    let mut pod = PodSpec::new("kata-sized", "kata");
+    for (key, value) in [("default_vcpus", "2"), ("default_memory", "512")] {
+        pod.annotations.insert(
+            format!("io.katacontainers.config.hypervisor.{key}"),
+            value.into(),
+        );
+    }
+    let pod_id = k
+        .run_pod(&pod)
+        .await
+        .unwrap_or_else(|e| panic!("RunPodSandbox kata-sized: {e}\n{}", containerd_log_tail()));
+    let probe = k
+        .create_container(&pod_id, &pod, "probe", &["sleep", "3600"])
+        .await;
+    assert_eq!(k.output(&probe, &["nproc"]).await.trim(), "2");
+    let meminfo = k.output(&probe, &["cat", "/proc/meminfo"]).await;
+    let total_kib: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no MemTotal in {meminfo}"));
+    // The kernel keeps some of the 512 MiB for itself; 256 MiB (the default) would be
+    // well below 400.
+    assert!(
+        (400 << 10..=512 << 10).contains(&total_kib),
+        "MemTotal {total_kib} kB for a 512 MiB pod"
+    );
+    k.stop_and_remove_pod(&pod_id).await;
+    assert_host_back_to(&before, "the annotation-sized pod");
+}
+
 /// A pod stopped and removed while its container still runs (kubelet's other order).
 async fn pod_removed_first(k: &mut Kubelet, handler: &'static str) {
     let before = host_state();
@@ -858,6 +905,7 @@ async fn kubernetes_pods_run_in_microvms_through_cri() {
     let (run, ready) = two_container_pod(&mut k, "kata-pod", "kata").await;
     println!("kata: RunPodSandbox {run} ms, running {ready} ms");
     pod_removed_first(&mut k, "kata").await;
+    pod_sized_by_annotations(&mut k).await;
     if runc {
         pod_removed_first(&mut k, "runc").await;
     }

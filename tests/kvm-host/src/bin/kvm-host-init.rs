@@ -56,6 +56,18 @@ fn prepare(job: &Job) -> Result<PathBuf> {
     for m in &job.mounts {
         mount_9p(&m.tag, &inside(&m.path), m.read_only)?;
     }
+    if job.root.is_none() {
+        // The files every host has and containerd's CRI copies into each pod.
+        std::fs::create_dir_all("/etc")?;
+        for (file, text) in [
+            ("/etc/hosts", "127.0.0.1 localhost\n::1 localhost\n"),
+            ("/etc/resolv.conf", "# no name servers in a KVM test host\n"),
+        ] {
+            if !Path::new(file).exists() {
+                std::fs::write(file, text).with_context(|| format!("writing {file}"))?;
+            }
+        }
+    }
     if Path::new("/bin/busybox").exists() && job.root.is_none() {
         let status = Command::new("/bin/busybox")
             .args(["--install", "-s", "/bin"])
