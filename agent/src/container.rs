@@ -530,6 +530,14 @@ impl Container {
                     })?,
             ),
         };
+        // The init may have exited (and its pid been reused) while its namespaces were
+        // opened: then they are not this container's.
+        if self.init.exit_status().is_some() {
+            return Err(AgentError::precondition(format!(
+                "container {} has exited: cannot exec '{exec_id}' into it",
+                self.id
+            )));
+        }
         let (pending_io, child_stdio) =
             ProcessIo::create(process.Terminal).map_err(AgentError::internal)?;
         let procs = self.cgroup.as_ref().map(Cgroup::procs_file);

@@ -97,6 +97,8 @@ fn result_address(bytes: &[u8]) -> String {
 }
 
 /// A bundle whose rootfs holds the static busybox, running `args`.
+/// A bundle whose namespaces are what containerd 2.x's CRI writes for a pod container
+/// with the shim sandboxer: the sandbox's pid, ipc and uts (paths), a new mount one.
 fn bundle(dir: &Path, name: &str, args: &[&str], annotations: &str) -> PathBuf {
     let bundle = dir.join(name);
     std::fs::create_dir_all(bundle.join("rootfs/bin")).unwrap();
@@ -109,7 +111,7 @@ fn bundle(dir: &Path, name: &str, args: &[&str], annotations: &str) -> PathBuf {
     std::fs::write(
         bundle.join("config.json"),
         format!(
-            r#"{{"ociVersion":"1.0.2","hostname":"{HOSTNAME}","process":{{"user":{{"uid":0,"gid":0}},"args":[{}],"cwd":"/","env":["PATH=/bin"]}},"root":{{"path":"rootfs"}},"linux":{{"namespaces":[{{"type":"mount"}},{{"type":"pid"}}]}},"annotations":{{{annotations}}}}}"#,
+            r#"{{"ociVersion":"1.0.2","hostname":"{HOSTNAME}","process":{{"user":{{"uid":0,"gid":0}},"args":[{}],"cwd":"/","env":["PATH=/bin"]}},"root":{{"path":"rootfs"}},"linux":{{"namespaces":[{{"type":"mount"}},{{"type":"pid","path":"/proc/1/ns/pid"}},{{"type":"ipc","path":"/proc/1/ns/ipc"}},{{"type":"uts","path":"/proc/1/ns/uts"}}]}},"annotations":{{{annotations}}}}}"#,
             args.join(",")
         ),
     )

@@ -66,8 +66,9 @@ pub trait Agent: Send + Sync {
     async fn stats_container(&self, id: &str) -> RpcResult<api::StatsContainerResponse>;
     /// GetOOMEvent: the id of the next container that hit its memory limit.
     async fn get_oom_event(&self) -> RpcResult<String>;
-    /// UpdateInterface: configures the guest interface with `interface`'s MAC.
-    async fn update_interface(&self, interface: types::Interface) -> RpcResult<()>;
+    /// UpdateInterface: configures the guest interface with `interface`'s MAC; the
+    /// guest's view of it (its name there).
+    async fn update_interface(&self, interface: types::Interface) -> RpcResult<types::Interface>;
     /// UpdateRoutes: adds `routes` to the guest's table.
     async fn update_routes(&self, routes: Vec<types::Route>) -> RpcResult<()>;
 }
@@ -315,7 +316,7 @@ impl Agent for TtrpcAgent {
         rpc("GetOOMEvent", reply).map(|e| e.container_id)
     }
 
-    async fn update_interface(&self, interface: types::Interface) -> RpcResult<()> {
+    async fn update_interface(&self, interface: types::Interface) -> RpcResult<types::Interface> {
         let request = api::UpdateInterfaceRequest {
             interface: Some(interface).into(),
             ..Default::default()
@@ -325,7 +326,7 @@ impl Agent for TtrpcAgent {
             .agent
             .update_interface(self.timed(), &request)
             .await;
-        rpc("UpdateInterface", reply).map(drop)
+        rpc("UpdateInterface", reply)
     }
 
     async fn update_routes(&self, routes: Vec<types::Route>) -> RpcResult<()> {

@@ -83,7 +83,13 @@ fn enter_netns(netns: &std::path::Path) -> Result<(), HypervisorError> {
         netns: netns.to_path_buf(),
         source,
     };
-    let file = std::fs::File::open(netns).map_err(error)?;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Non-blocking: a FIFO at that path must not hang the boot.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
+        .open(netns)
+        .map_err(error)?;
     nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| error(e.into()))
 }
 

@@ -99,6 +99,34 @@ pub enum NetworkError {
     },
 }
 
+/// nsfs's filesystem magic: what a namespace file is.
+const NSFS_MAGIC: i64 = 0x6e73_6673;
+
+/// Opens `path` as a network namespace other than this process's own: without blocking
+/// (a FIFO there must not hang the shim), refusing anything that is not a namespace
+/// file, and the host's own namespace, whose interfaces are not the pod's to redirect.
+pub fn open_netns(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let invalid =
+        |why: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, why.to_string());
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)?;
+    let fs = nix::sys::statfs::fstatfs(&file)?;
+    if i64::from(fs.filesystem_type().0) != NSFS_MAGIC {
+        return Err(invalid("not a namespace file (nsfs)"));
+    }
+    let own = std::fs::metadata("/proc/self/ns/net")?;
+    let theirs = file.metadata()?;
+    if (own.dev(), own.ino()) == (theirs.dev(), theirs.ino()) {
+        return Err(invalid(
+            "it is the host's own network namespace: a pod network is a namespace of its own",
+        ));
+    }
+    Ok(file)
+}
+
 /// Runs `work` with a netlink handle inside network namespace `netns`, on a thread of its
 /// own that entered it (and ends with the work).
 async fn in_netns<T, F, Fut>(netns: &Path, work: F) -> Result<T, NetworkError>
@@ -121,7 +149,7 @@ where
         .name("netns".into())
         .spawn(move || {
             let result = (|| {
-                let file = std::fs::File::open(&path).map_err(&thread_enter)?;
+                let file = open_netns(&path).map_err(&thread_enter)?;
                 nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
                     .map_err(|e| thread_enter(e.into()))?;
                 let runtime = tokio::runtime::Builder::new_current_thread()
@@ -400,13 +428,18 @@ pub async fn disconnect(netns: &Path, interface: &str) -> Result<(), NetworkErro
     }
     let interface = interface.to_string();
     in_netns(netns, move |handle, netns| async move {
-        if let Some(tap) = link_index(&handle, &netns, TAP_NAME).await? {
-            handle
-                .link()
-                .del(tap)
-                .execute()
-                .await
-                .map_err(netlink(&netns, format!("deleting {TAP_NAME}")))?;
+        // Every removal is tried; the first failure is reported.
+        let mut failure = None;
+        match link_index(&handle, &netns, TAP_NAME).await {
+            Ok(Some(tap)) => {
+                if let Err(e) = handle.link().del(tap).execute().await {
+                    failure.get_or_insert(netlink(&netns, format!("deleting {TAP_NAME}"))(e));
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                failure.get_or_insert(e);
+            }
         }
         if let Some(veth) = link_index(&handle, &netns, &interface).await? {
             let index = i32::try_from(veth).unwrap_or(0);
@@ -419,14 +452,14 @@ pub async fn disconnect(netns: &Path, interface: &str) -> Result<(), NetworkErro
                 Err(rtnetlink::Error::NetlinkError(e))
                     if e.raw_code() == -libc::EINVAL || e.raw_code() == -libc::ENOENT => {}
                 Err(e) => {
-                    return Err(netlink(
+                    failure.get_or_insert(netlink(
                         &netns,
                         format!("removing the ingress qdisc of {interface}"),
                     )(e));
                 }
             }
         }
-        Ok(())
+        failure.map_or(Ok(()), Err)
     })
     .await
 }
@@ -469,6 +502,20 @@ mod tests {
             Some("0a:58:0a:58:00:05")
         );
         assert_eq!(format_mac(&[1, 2, 3]), None);
+    }
+
+    #[tokio::test]
+    async fn what_is_not_a_pod_namespace_is_refused() {
+        let own = scan(Path::new("/proc/self/ns/net"))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(own.contains("host's own network namespace"), "{own}");
+        let dir = std::env::temp_dir().join(format!("netns-fifo-{}", std::process::id()));
+        nix::unistd::mkfifo(&dir, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let fifo = scan(&dir).await.unwrap_err().to_string();
+        std::fs::remove_file(&dir).unwrap();
+        assert!(fifo.contains("not a namespace file"), "{fifo}");
     }
 
     #[tokio::test]

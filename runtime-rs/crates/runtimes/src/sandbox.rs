@@ -134,10 +134,10 @@ pub struct Sandbox {
     backends: Backends,
 }
 
-/// The guest interface and routes that give the VM the pod's network.
-fn guest_network(network: &PodNetwork) -> (types::Interface, Vec<types::Route>) {
+/// The guest interface that gives the VM the pod interface's MAC, MTU and addresses.
+fn guest_interface(network: &PodNetwork) -> types::Interface {
     let pod = &network.interface;
-    let interface = types::Interface {
+    types::Interface {
         device: pod.name.clone(),
         name: pod.name.clone(),
         hwAddr: pod.mac.clone(),
@@ -153,8 +153,12 @@ fn guest_network(network: &PodNetwork) -> (types::Interface, Vec<types::Route>) 
             })
             .collect(),
         ..Default::default()
-    };
-    let routes = network
+    }
+}
+
+/// The pod's routes for the guest, whose interface is called `device` there.
+fn guest_routes(network: &PodNetwork, device: &str) -> Vec<types::Route> {
+    network
         .routes
         .iter()
         .map(|route| types::Route {
@@ -164,7 +168,7 @@ fn guest_network(network: &PodNetwork) -> (types::Interface, Vec<types::Route>) 
                 .unwrap_or_default(),
             gateway: route.gateway.map(|g| g.to_string()).unwrap_or_default(),
             device: if route.on_link {
-                pod.name.clone()
+                device.to_string()
             } else {
                 String::new()
             },
@@ -172,8 +176,7 @@ fn guest_network(network: &PodNetwork) -> (types::Interface, Vec<types::Route>) 
             family: types::IPFamily::v4.into(),
             ..Default::default()
         })
-        .collect();
-    (interface, routes)
+        .collect()
 }
 
 fn vm_spec(
@@ -370,12 +373,13 @@ impl Sandbox {
         let Some(network) = &self.network else {
             return Ok(());
         };
-        let (interface, routes) = guest_network(network);
         let failed = |e| RuntimeError::caused(Code::Internal, "configuring the guest network", e);
-        self.agent
-            .update_interface(interface)
+        let configured = self
+            .agent
+            .update_interface(guest_interface(network))
             .await
             .map_err(failed)?;
+        let routes = guest_routes(network, &configured.name);
         if !routes.is_empty() {
             self.agent.update_routes(routes).await.map_err(failed)?;
         }

@@ -122,3 +122,28 @@ async fn a_vm_that_fails_to_start_leaves_the_pod_created_and_nothing_else() {
     assert!(w.host.is_empty());
     assert!(w.runtime.shutdown_pod("pod").await.unwrap());
 }
+
+#[tokio::test]
+async fn sandbox_api_pod_containers_get_their_own_namespaces() {
+    let w = World::new("pod-namespaces", Setup::default());
+    w.runtime
+        .create_pod("pod", Default::default(), &w.loader())
+        .await
+        .unwrap();
+    w.runtime.start_pod("pod").await.unwrap();
+    // What containerd 2.x's CRI writes for a pod container: the sandbox's namespaces.
+    let annotations = r#"{"io.kubernetes.cri.container-type": "container", "io.kubernetes.cri.sandbox-id": "pod"}"#;
+    let namespaces = r#"[{"type": "pid", "path": "/proc/9/ns/pid"}, {"type": "ipc", "path": "/proc/9/ns/ipc"},
+        {"type": "uts", "path": "/proc/9/ns/uts"}, {"type": "mount"}]"#;
+    w.create_with("app", annotations, namespaces).await.unwrap();
+    let specs = w.agent.specs.lock().unwrap();
+    assert!(
+        specs["app"]
+            .Linux
+            .Namespaces
+            .iter()
+            .all(|n| n.Path.is_empty()),
+        "no sandbox container in the guest to join: {:?}",
+        specs["app"].Linux.Namespaces
+    );
+}

@@ -188,6 +188,15 @@ impl Runtime {
             let state = self.state.lock().await;
             (state.sandbox.clone(), state.pod.as_ref().map(|p| p.phase))
         };
+        let mut guest = guest;
+        if pod.is_some() {
+            // A Sandbox API pod has no sandbox container in the guest whose namespaces
+            // the pod's containers could join: each gets its own (sharing them is not
+            // built yet).
+            for namespace in &mut guest.spec.Linux.mut_or_insert_default().Namespaces {
+                namespace.Path.clear();
+            }
+        }
         let sandbox = match existing {
             Some(sandbox) => {
                 sandbox.check_fits(id, &oci)?;

@@ -192,10 +192,10 @@ impl Agent for FakeAgent {
     async fn get_oom_event(&self) -> RpcResult<String> {
         std::future::pending().await
     }
-    async fn update_interface(&self, interface: types::Interface) -> RpcResult<()> {
+    async fn update_interface(&self, interface: types::Interface) -> RpcResult<types::Interface> {
         self.record("UpdateInterface");
-        self.network.lock().unwrap().0.push(interface);
-        Ok(())
+        self.network.lock().unwrap().0.push(interface.clone());
+        Ok(interface)
     }
     async fn update_routes(&self, routes: Vec<types::Route>) -> RpcResult<()> {
         self.record("UpdateRoutes");
