@@ -99,9 +99,6 @@ pub enum NetworkError {
     },
 }
 
-/// nsfs's filesystem magic: what a namespace file is.
-const NSFS_MAGIC: i64 = 0x6e73_6673;
-
 /// Opens `path` as a network namespace other than this process's own: without blocking
 /// (a FIFO there must not hang the shim), refusing anything that is not a namespace
 /// file, and the host's own namespace, whose interfaces are not the pod's to redirect.
@@ -114,7 +111,7 @@ pub fn open_netns(path: &Path) -> std::io::Result<std::fs::File> {
         .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(path)?;
     let fs = nix::sys::statfs::fstatfs(&file)?;
-    if i64::from(fs.filesystem_type().0) != NSFS_MAGIC {
+    if fs.filesystem_type() != nix::sys::statfs::NSFS_MAGIC {
         return Err(invalid("not a namespace file (nsfs)"));
     }
     let own = std::fs::metadata("/proc/self/ns/net")?;
