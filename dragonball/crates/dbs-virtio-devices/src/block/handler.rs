@@ -226,8 +226,11 @@ mod tests {
     const STATUS: u64 = 0x10_2000;
 
     fn disk(read_only: bool) -> Disk {
+        // One file per call: tests run in parallel threads of one process.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let path =
-            std::env::temp_dir().join(format!("blk-unit-{}-{read_only}", std::process::id()));
+            std::env::temp_dir().join(format!("blk-unit-{}-{n}-{read_only}", std::process::id()));
         std::fs::write(&path, vec![0x5au8; 8192]).unwrap();
         let file = std::fs::OpenOptions::new()
             .read(true)
