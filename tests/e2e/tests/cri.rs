@@ -260,6 +260,8 @@ impl PodSpec {
             log_directory: self.log_dir.to_string_lossy().into_owned(),
             annotations: self.annotations.clone(),
             linux: Some(cri::LinuxPodSandboxConfig {
+                // kubelet's pod cgroup (cgroupfs driver); the sandbox's is below it.
+                cgroup_parent: pod_cgroup(&self.name),
                 security_context: Some(cri::LinuxSandboxSecurityContext {
                     namespace_options: Some(cri::NamespaceOption {
                         network: cri::NamespaceMode::Pod as i32,
@@ -569,6 +571,54 @@ fn assert_host_back_to(before: &HostState, what: &str) {
     }
 }
 
+/// The cgroup a pod's sandbox and containers go under, as kubelet's `pod<uid>`.
+fn pod_cgroup(name: &str) -> String {
+    format!("/kata-rv-e2e/{name}")
+}
+
+/// The directory of host cgroup `path` in the memory controller's hierarchy.
+fn cgroup_dir(path: &str) -> PathBuf {
+    let unified = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let root = if unified {
+        "/sys/fs/cgroup"
+    } else {
+        "/sys/fs/cgroup/memory"
+    };
+    Path::new(root).join(path.trim_start_matches('/'))
+}
+
+/// The child cgroups of `dir`.
+fn child_cgroups(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.path().is_dir())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// kubelet's part after a pod is gone: its runtime left nothing in the pod cgroup, which
+/// is then removed (an rmdir fails while a cgroup or process is left in it).
+fn remove_pod_cgroup(name: &str, handler: &str) {
+    let dir = cgroup_dir(&pod_cgroup(name));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !child_cgroups(&dir).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "{handler}: cgroups left in {}: {:?}",
+            dir.display(),
+            child_cgroups(&dir)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    if dir.exists() {
+        std::fs::remove_dir(&dir)
+            .unwrap_or_else(|e| panic!("{handler}: rmdir {}: {e}", dir.display()));
+    }
+}
+
 fn require_kvm() -> bool {
     if Path::new("/dev/kvm").exists() {
         return true;
@@ -693,13 +743,111 @@ async fn two_container_pod(k: &mut Kubelet, name: &str, handler: &'static str) -
         })
         .count();
     assert_eq!(ours, 2, "{handler}: ListContainerStats: {listed:?}");
+    pod_stats(k, &pod_id, name, handler).await;
+    update_resources(k, &web, handler).await;
 
     // Containers first, then the pod.
     k.stop_and_remove_container(&client).await;
     k.stop_and_remove_container(&web).await;
     k.stop_and_remove_pod(&pod_id).await;
     assert_host_back_to(&before, &format!("{handler} pod {name}"));
+    remove_pod_cgroup(name, handler);
     (run_pod_ms, running_ms)
+}
+
+/// PodSandboxStats, which containerd reads from the pod's host cgroup: the sandbox's
+/// cgroup is in it (for kata the shim and its VMM), with CPU and memory used, the pod
+/// interface's traffic and its two containers.
+async fn pod_stats(k: &mut Kubelet, pod_id: &str, name: &str, handler: &str) {
+    let sandbox_cgroup = cgroup_dir(&format!("{}/{pod_id}", pod_cgroup(name)));
+    let procs = std::fs::read_to_string(sandbox_cgroup.join("cgroup.procs")).unwrap_or_default();
+    let pids: Vec<&str> = procs.split_whitespace().collect();
+    assert!(
+        !pids.is_empty(),
+        "{handler}: no process in {}",
+        sandbox_cgroup.display()
+    );
+    if handler == "kata" {
+        let shims = processes_named(&["containerd-shim-kata-v2"]);
+        assert!(
+            pids.iter()
+                .any(|pid| shims.iter().any(|s| s.starts_with(&format!("{pid}: ")))),
+            "the kata shim is not in {} ({pids:?}; shims {shims:?})",
+            sandbox_cgroup.display()
+        );
+    }
+    let stats = k
+        .runtime
+        .pod_sandbox_stats(cri::PodSandboxStatsRequest {
+            pod_sandbox_id: pod_id.into(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{handler}: PodSandboxStats: {e}\n{}", containerd_log_tail()))
+        .into_inner()
+        .stats
+        .and_then(|s| s.linux)
+        .expect("linux pod stats");
+    let memory = stats
+        .memory
+        .and_then(|m| m.working_set_bytes)
+        .map_or(0, |v| v.value);
+    let cpu = stats
+        .cpu
+        .and_then(|c| c.usage_core_nano_seconds)
+        .map_or(0, |v| v.value);
+    let received = stats
+        .network
+        .and_then(|n| n.default_interface)
+        .and_then(|i| i.rx_bytes)
+        .map_or(0, |v| v.value);
+    println!("{handler}: PodSandboxStats memory {memory} B, cpu {cpu} ns, eth0 rx {received} B");
+    assert!(
+        memory > 0 && cpu > 0,
+        "{handler}: pod stats memory {memory} cpu {cpu}"
+    );
+    assert!(
+        received > 0,
+        "{handler}: the pod interface received nothing"
+    );
+    assert_eq!(stats.containers.len(), 2, "{handler}: pod stats containers");
+}
+
+/// UpdateContainerResources, as kubelet's in-place resize sends it: accepted, and (kata)
+/// the new limits are the container's cgroup limits in the guest.
+async fn update_resources(k: &mut Kubelet, container: &str, handler: &str) {
+    let memory = 100u64 << 20;
+    k.runtime
+        .update_container_resources(cri::UpdateContainerResourcesRequest {
+            container_id: container.into(),
+            linux: Some(cri::LinuxContainerResources {
+                cpu_period: 100_000,
+                cpu_quota: 50_000,
+                cpu_shares: 512,
+                memory_limit_in_bytes: memory as i64,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "{handler}: UpdateContainerResources: {e}\n{}",
+                containerd_log_tail()
+            )
+        });
+    if handler == "kata" {
+        let limits = k
+            .output(
+                container,
+                &["cat", "/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/cpu.max"],
+            )
+            .await;
+        assert_eq!(
+            limits,
+            format!("{memory}\n50000 100000\n"),
+            "limits in the guest"
+        );
+    }
 }
 
 /// What a kata pod's containers show from inside: the guest interface has the pod IP;
@@ -801,8 +949,22 @@ async fn pod_sized_by_annotations(k: &mut Kubelet) {
         (400 << 10..=512 << 10).contains(&total_kib),
         "MemTotal {total_kib} kB for a 512 MiB pod"
     );
+    // The host cgroup holding the shim and VMM is sized from the VM: 512 MiB plus the
+    // 128 MiB overhead.
+    let sandbox_cgroup = cgroup_dir(&format!("{}/{pod_id}", pod_cgroup(&pod.name)));
+    let limit = ["memory.max", "memory.limit_in_bytes"]
+        .iter()
+        .find_map(|f| std::fs::read_to_string(sandbox_cgroup.join(f)).ok())
+        .unwrap_or_default();
+    assert_eq!(
+        limit.trim(),
+        ((512u64 + 128) << 20).to_string(),
+        "{}",
+        sandbox_cgroup.display()
+    );
     k.stop_and_remove_pod(&pod_id).await;
     assert_host_back_to(&before, "the annotation-sized pod");
+    remove_pod_cgroup(&pod.name, "kata");
 }
 
 /// A pod stopped and removed while its container still runs (kubelet's other order).
@@ -834,6 +996,7 @@ async fn pod_removed_first(k: &mut Kubelet, handler: &'static str) {
         &before,
         &format!("{handler}: pod removed before its container"),
     );
+    remove_pod_cgroup(&pod.name, handler);
 }
 
 /// Host namespaces a VM cannot share are refused with a clear error, leaving nothing.
@@ -863,6 +1026,7 @@ async fn host_network_is_refused(k: &mut Kubelet) {
         err.message()
     );
     assert_host_back_to(&before, "a refused hostNetwork pod");
+    remove_pod_cgroup(&pod.name, "kata");
 }
 
 #[tokio::test]
@@ -910,6 +1074,101 @@ async fn kubernetes_pods_run_in_microvms_through_cri() {
         pod_removed_first(&mut k, "runc").await;
     }
     host_network_is_refused(&mut k).await;
+    containerd().stop();
+}
+
+/// The median of `values` (sorted here).
+fn median(values: &mut [u128]) -> u128 {
+    values.sort_unstable();
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2
+    }
+}
+
+/// `make bench BENCH=cri` (bench/cri.sh), not part of `make test`: RunPodSandbox and the
+/// time to a running container for runc and kata, alternating, `KATA_RV_BENCH_RUNS`
+/// times; prints medians, spread and ratios, and writes them as JSON to
+/// `out/bench/cri-<arch>.json`.
+#[tokio::test]
+#[ignore = "a benchmark: run by bench/cri.sh"]
+async fn bench_pod_start() {
+    assert!(require_kvm(), "the CRI bench needs KVM");
+    let runs: usize = std::env::var("KATA_RV_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let mut k = kubelet().await;
+    let handlers: Vec<&'static str> = if runc_available() {
+        vec!["runc", "kata"]
+    } else {
+        vec!["kata"]
+    };
+    let mut samples: HashMap<&str, (Vec<u128>, Vec<u128>)> = HashMap::new();
+    for run in 0..runs {
+        for &handler in &handlers {
+            let name = format!("bench-{handler}-{run}");
+            let pod = PodSpec::new(&name, handler);
+            let started = Instant::now();
+            let pod_id = k
+                .run_pod(&pod)
+                .await
+                .unwrap_or_else(|e| panic!("RunPodSandbox {name}: {e}\n{}", containerd_log_tail()));
+            let sandbox_ms = started.elapsed().as_millis();
+            let container = k
+                .create_container(&pod_id, &pod, "c", &["sleep", "3600"])
+                .await;
+            let running_ms = started.elapsed().as_millis();
+            let entry = samples.entry(handler).or_default();
+            entry.0.push(sandbox_ms);
+            entry.1.push(running_ms);
+            k.stop_and_remove_container(&container).await;
+            k.stop_and_remove_pod(&pod_id).await;
+            remove_pod_cgroup(&name, handler);
+        }
+    }
+    let mut json = Vec::new();
+    let mut medians = HashMap::new();
+    for &handler in &handlers {
+        let (sandbox, running) = samples.get_mut(handler).unwrap();
+        let spread = |v: &[u128]| (*v.iter().min().unwrap(), *v.iter().max().unwrap());
+        let (s_min, s_max) = spread(sandbox);
+        let (r_min, r_max) = spread(running);
+        let (s_med, r_med) = (median(sandbox), median(running));
+        println!(
+            "bench cri {}: {handler}: RunPodSandbox median {s_med} ms ({s_min}..{s_max}), \
+             container running median {r_med} ms ({r_min}..{r_max}) over {runs} runs",
+            arch().name()
+        );
+        medians.insert(handler, (s_med, r_med));
+        json.push(format!(
+            r#""{handler}": {{"run_pod_sandbox_ms": {{"median": {s_med}, "min": {s_min}, "max": {s_max}}}, "container_running_ms": {{"median": {r_med}, "min": {r_min}, "max": {r_max}}}}}"#
+        ));
+    }
+    if let (Some(kata), Some(runc)) = (medians.get("kata"), medians.get("runc")) {
+        println!(
+            "bench cri {}: ratio kata/runc: RunPodSandbox {:.2}, container running {:.2}",
+            arch().name(),
+            kata.0 as f64 / runc.0 as f64,
+            kata.1 as f64 / runc.1 as f64
+        );
+    } else {
+        println!(
+            "bench cri {}: no runc in this test host: no baseline",
+            arch().name()
+        );
+    }
+    let dir = out_dir().parent().unwrap().join("bench");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join(format!("cri-{}.json", arch().name()));
+    std::fs::write(
+        &file,
+        format!("{{\"runs\": {runs}, {}}}\n", json.join(", ")),
+    )
+    .unwrap();
+    println!("bench cri: wrote {}", file.display());
     containerd().stop();
 }
 

@@ -155,7 +155,8 @@ fn assert_nothing_left(id: &str) {
         let share = Path::new("/run/kata-containers/shared/sandboxes")
             .join(id)
             .exists();
-        if shims.trim().is_empty() && leaked_mounts.is_empty() && !run_dir && !share {
+        let cgroup = memory_cgroup_dir(&ctr_cgroup(id)).exists();
+        if shims.trim().is_empty() && leaked_mounts.is_empty() && !run_dir && !share && !cgroup {
             return;
         }
         if Instant::now() >= deadline {
@@ -163,13 +164,58 @@ fn assert_nothing_left(id: &str) {
                 .unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(40).collect();
             panic!(
-                "{id} left behind: shims [{}] mounts {leaked_mounts:?} /run/kata/{id}: {run_dir} share: {share}\ncontainerd log tail:\n{}",
+                "{id} left behind: shims [{}] mounts {leaked_mounts:?} /run/kata/{id}: {run_dir} share: {share} cgroup: {cgroup}\ncontainerd log tail:\n{}",
                 shims.trim(),
                 tail.into_iter().rev().collect::<Vec<_>>().join("\n")
             );
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// The memory controller's directory of host cgroup `path` (v2, or v1's memory hierarchy).
+fn memory_cgroup_dir(path: &str) -> PathBuf {
+    let unified = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let root = if unified {
+        "/sys/fs/cgroup"
+    } else {
+        "/sys/fs/cgroup/memory"
+    };
+    Path::new(root).join(path.trim_start_matches('/'))
+}
+
+/// The host cgroup ctr gives container `id`: `/<namespace>/<id>`.
+fn ctr_cgroup(id: &str) -> String {
+    format!("/default/{id}")
+}
+
+/// The shim of sandbox `id` (and so its VMM) runs in the cgroup ctr named, limited to the
+/// VM's memory (default_memory = 256) plus the 128 MiB overhead.
+fn assert_in_sandbox_cgroup(id: &str) {
+    let shims = shim_pids();
+    let shim = shims
+        .iter()
+        .find(|s| s.contains(&format!("-id {id} ")) || s.ends_with(&format!("-id {id}")))
+        .unwrap_or_else(|| panic!("no shim for {id} in {shims:?}"));
+    let pid = shim.split(':').next().unwrap();
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let expected = ctr_cgroup(id);
+    assert!(
+        cgroups.lines().any(|l| l.ends_with(&format!(":{expected}"))
+            && (l.starts_with("0::") || l.contains("memory"))),
+        "shim {pid} is not in {expected}: {cgroups}"
+    );
+    let dir = memory_cgroup_dir(&expected);
+    let limit = ["memory.max", "memory.limit_in_bytes"]
+        .iter()
+        .find_map(|f| std::fs::read_to_string(dir.join(f)).ok())
+        .unwrap_or_else(|| panic!("no memory limit in {}", dir.display()));
+    assert_eq!(
+        limit.trim(),
+        ((256u64 + 128) << 20).to_string(),
+        "{}",
+        dir.display()
+    );
 }
 
 /// Pids of running shim processes (from /proc: no pgrep in every test host).
@@ -484,6 +530,7 @@ fn detached_lifecycle(ctrd: &Containerd) {
     ]);
     let out = ctrd.ctr(&args);
     assert!(out.status.success(), "run -d: {}", text(&out.stderr));
+    assert_in_sandbox_cgroup("bg");
     let out = ctrd.ctr(&[
         "task",
         "exec",

@@ -133,6 +133,9 @@ fn default_cache() -> String {
 fn default_level() -> String {
     "info".into()
 }
+fn default_true() -> bool {
+    true
+}
 fn default_dial_ms() -> u64 {
     10
 }
@@ -226,8 +229,10 @@ pub struct Runtime {
     /// Accepted for Kata compatibility.
     #[serde(default)]
     pub disable_new_netns: bool,
-    /// Accepted for Kata compatibility.
-    #[serde(default)]
+    /// Run the whole sandbox (shim, VMM, virtiofsd) in the host cgroup the sandbox spec's
+    /// `linux.cgroupsPath` names, limited to the VM's size plus an overhead (default
+    /// true, as in Kata); false leaves the shim in containerd's cgroup.
+    #[serde(default = "default_true")]
     pub sandbox_cgroup_only: bool,
     /// Accepted for Kata compatibility: kata-rv always sizes the VM statically at boot
     /// (it has no CPU or memory hotplug), as Kata does when this is true.

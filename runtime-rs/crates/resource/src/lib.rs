@@ -4,6 +4,7 @@
 //! redirect between the CNI veth and the VMM's tap ([`network`]). [`HostResources`]
 //! is the seam the lifecycle uses, so it can be tested without root.
 
+pub mod cgroup;
 pub mod container;
 pub mod network;
 pub mod paths;
@@ -16,6 +17,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use slog::Logger;
 
+pub use cgroup::{CgroupError, CgroupPath, CgroupRequest};
 pub use container::{ContainerResources, RootfsMount, ShareBind};
 pub use network::{NetworkError, PodInterface, PodNetwork, PodRoute};
 pub use paths::SandboxPaths;
@@ -57,21 +59,26 @@ pub enum ResourceError {
     /// The pod network.
     #[error(transparent)]
     Network(#[from] NetworkError),
+    /// The sandbox's host cgroup.
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
 }
 
 /// The host operations of a sandbox's lifecycle.
 #[async_trait]
 pub trait HostResources: Send + Sync {
-    /// Creates sandbox `sid`'s directories and share, and starts virtiofsd on it when
-    /// given one; on failure nothing is left.
+    /// Creates sandbox `sid`'s directories and share, moves this process into its host
+    /// cgroup when given one (so the VMM and virtiofsd run there too), and starts
+    /// virtiofsd on the share when given one; on failure nothing is left.
     async fn create_sandbox(
         &self,
         sid: &str,
+        cgroup: Option<&CgroupRequest>,
         virtiofsd: Option<&VirtiofsdConfig>,
         log: &Logger,
     ) -> Result<SandboxPaths, ResourceError>;
-    /// Stops sandbox `sid`'s virtiofsd and removes its mounts and directories (also what
-    /// a dead shim left behind).
+    /// Stops sandbox `sid`'s virtiofsd, leaves and removes its cgroup and removes its
+    /// mounts and directories (also what a dead shim left behind).
     async fn remove_sandbox(&self, sid: &str, log: &Logger);
     /// Mounts container `id`'s rootfs at `<bundle>/rootfs` and binds it and its volumes
     /// into the share; on failure nothing is left.
@@ -98,6 +105,7 @@ pub trait HostResources: Send + Sync {
 #[derive(Default)]
 pub struct Host {
     virtiofsd: Mutex<Option<tokio::process::Child>>,
+    cgroup: Mutex<Option<cgroup::SandboxCgroup>>,
 }
 
 impl Host {
@@ -112,6 +120,7 @@ impl HostResources for Host {
     async fn create_sandbox(
         &self,
         sid: &str,
+        cgroup: Option<&CgroupRequest>,
         virtiofsd: Option<&VirtiofsdConfig>,
         log: &Logger,
     ) -> Result<SandboxPaths, ResourceError> {
@@ -122,6 +131,18 @@ impl HostResources for Host {
                 source,
             })?;
             paths.share.create()?;
+            if let Some(request) = cgroup {
+                let entered = cgroup::enter(request)?;
+                *self.cgroup.lock().unwrap_or_else(|e| e.into_inner()) = Some(entered);
+                // Recorded once it is ours, so `delete` removes it after a crash.
+                let record = cgroup::record_file(&paths.run_dir);
+                std::fs::write(&record, request.path.as_str()).map_err(|source| {
+                    ResourceError::Create {
+                        path: record,
+                        source,
+                    }
+                })?;
+            }
             if let Some(config) = virtiofsd {
                 let child = virtiofsd::start(config, &paths, log).await?;
                 *self.virtiofsd.lock().unwrap_or_else(|e| e.into_inner()) = Some(child);
@@ -144,6 +165,13 @@ impl HostResources for Host {
             .take();
         if let Some(mut child) = child {
             let _ = child.kill().await;
+        }
+        let entered = self.cgroup.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(entered) = entered {
+            let path = entered.path().clone();
+            if let Err(e) = entered.leave(cgroup::LEAVE_GRACE) {
+                slog::warn!(log, "the sandbox cgroup was not removed"; "cgroup" => path.as_str(), "error" => %e);
+            }
         }
         paths::remove_leftovers(sid, Some(log));
     }

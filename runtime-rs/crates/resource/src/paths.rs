@@ -56,6 +56,13 @@ pub fn remove_leftovers(sid: &str, log: Option<&Logger>) {
     {
         slog::warn!(log, "killed a virtiofsd left serving the sandbox"; "sandbox" => sid, "count" => killed);
     }
+    if let Ok(recorded) = std::fs::read_to_string(crate::cgroup::record_file(&paths.run_dir))
+        && let Ok(path) = crate::cgroup::CgroupPath::parse(&recorded)
+        && let Some(e) = crate::cgroup::remove_cgroup(&path)
+        && let Some(log) = log
+    {
+        slog::warn!(log, "sandbox cleanup left its cgroup in place"; "sandbox" => sid, "error" => %e);
+    }
     for dir in [&paths.share.root, &paths.run_dir] {
         if let Err(e) = safe_fs::unmount_and_remove(dir)
             && let Some(log) = log

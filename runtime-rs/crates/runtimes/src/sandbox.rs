@@ -11,7 +11,9 @@ use kata_agent_protocols::agent as api;
 use kata_agent_protocols::types;
 use kata_config::{Config, InternetworkingModel, SharedFs};
 use kata_hypervisor::{Hypervisor, NetInterface, VmExit, VmSpec};
-use kata_resource::{HostResources, PodNetwork, SandboxPaths, VirtiofsdConfig};
+use kata_resource::{
+    CgroupPath, CgroupRequest, HostResources, PodNetwork, SandboxPaths, VirtiofsdConfig,
+};
 use slog::Logger;
 
 use crate::error::{Code, RuntimeError, RuntimeResult};
@@ -96,6 +98,8 @@ pub struct PodSetup {
     pub annotations: HashMap<String, String>,
     /// The spec's `linux.resources`: they size the VM of a single (non-pod) container.
     pub resources: Option<oci_spec::runtime::LinuxResources>,
+    /// The spec's `linux.cgroupsPath`: the sandbox's host cgroup.
+    pub cgroups_path: Option<String>,
 }
 
 impl PodSetup {
@@ -106,7 +110,38 @@ impl PodSetup {
             netns: crate::cri::network_namespace(spec),
             annotations: spec.annotations().clone().unwrap_or_default(),
             resources: spec.linux().as_ref().and_then(|l| l.resources().clone()),
+            cgroups_path: spec
+                .linux()
+                .as_ref()
+                .and_then(|l| l.cgroups_path().as_ref())
+                .map(|p| p.to_string_lossy().into_owned())
+                .filter(|p| !p.is_empty()),
         }
+    }
+
+    /// The host cgroup of a VM of `size` under `config`: none when `sandbox_cgroup_only`
+    /// is off or the spec names no `linux.cgroupsPath`; a path that cannot be used is
+    /// refused with INVALID_ARGUMENT.
+    pub fn host_cgroup(
+        &self,
+        config: &Config,
+        size: VmSize,
+    ) -> RuntimeResult<Option<CgroupRequest>> {
+        let Some(path) = self
+            .cgroups_path
+            .as_deref()
+            .filter(|_| config.runtime.sandbox_cgroup_only)
+        else {
+            return Ok(None);
+        };
+        let path = CgroupPath::parse(path).map_err(|e| {
+            RuntimeError::caused(Code::InvalidArgument, "the sandbox's host cgroup", e)
+        })?;
+        Ok(Some(CgroupRequest::for_vm(
+            path,
+            size.vcpus,
+            size.memory_mib,
+        )))
     }
 
     /// The VM's size under `config` on this host (see [`sizing`]); refused with
@@ -256,9 +291,10 @@ impl Sandbox {
                 ));
             }
         }
+        let cgroup = pod.host_cgroup(config, size)?;
         let resources = &backends.resources;
         let paths = resources
-            .create_sandbox(sid, virtiofsd_config(config).as_ref(), log)
+            .create_sandbox(sid, cgroup.as_ref(), virtiofsd_config(config).as_ref(), log)
             .await
             .map_err(|e| RuntimeError::caused(Code::Internal, "preparing the sandbox", e))?;
         trace.phase("host resources ready");

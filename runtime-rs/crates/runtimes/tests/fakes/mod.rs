@@ -14,8 +14,8 @@ use kata_agent_protocols::{agent as api, oci, types};
 use kata_config::Config;
 use kata_hypervisor::{Hypervisor, HypervisorError, VmExit, VmSpec};
 use kata_resource::{
-    ContainerResources, HostResources, PodInterface, PodNetwork, PodRoute, ResourceError,
-    RootfsMount, SandboxPaths, ShareBind, VirtiofsdConfig,
+    CgroupRequest, ContainerResources, HostResources, PodInterface, PodNetwork, PodRoute,
+    ResourceError, RootfsMount, SandboxPaths, ShareBind, VirtiofsdConfig,
 };
 use kata_runtimes::{
     AgentConnector, Backends, Event, EventSink, Runtime, RuntimeResult, StdioPaths,
@@ -277,6 +277,8 @@ pub struct FakeHost {
     pub namespaces: Mutex<HashSet<PathBuf>>,
     /// Pod networks joined to a VM now.
     pub connected: Mutex<HashSet<PathBuf>>,
+    /// The host cgroup of each sandbox now, by sandbox id.
+    pub cgroups: Mutex<HashMap<String, CgroupRequest>>,
 }
 
 /// The pod network the fake CNI makes in `netns`.
@@ -304,13 +306,21 @@ impl HostResources for FakeHost {
     async fn create_sandbox(
         &self,
         sid: &str,
+        cgroup: Option<&CgroupRequest>,
         _: Option<&VirtiofsdConfig>,
         _: &Logger,
     ) -> Result<SandboxPaths, ResourceError> {
+        if let Some(cgroup) = cgroup {
+            self.cgroups
+                .lock()
+                .unwrap()
+                .insert(sid.into(), cgroup.clone());
+        }
         self.sandboxes.lock().unwrap().insert(sid.into());
         Ok(SandboxPaths::new(sid))
     }
     async fn remove_sandbox(&self, sid: &str, _: &Logger) {
+        self.cgroups.lock().unwrap().remove(sid);
         self.sandboxes.lock().unwrap().remove(sid);
     }
     fn add_container(
@@ -504,14 +514,16 @@ impl World {
         namespaces: &str,
         resources: &str,
     ) -> RuntimeResult<u32> {
-        self.create_spec(
-            id,
-            annotations,
-            namespaces,
-            resources,
-            StdioPaths::default(),
-        )
-        .await
+        let linux = format!(r#"{{"namespaces":{namespaces},"resources":{resources}}}"#);
+        self.create_spec(id, annotations, &linux, StdioPaths::default())
+            .await
+    }
+
+    /// Creates container `id` whose spec has this linux.cgroupsPath.
+    pub async fn create_in_cgroup(&self, id: &str, cgroups_path: &str) -> RuntimeResult<u32> {
+        let linux = serde_json::json!({ "cgroupsPath": cgroups_path }).to_string();
+        self.create_spec(id, "{}", &linux, StdioPaths::default())
+            .await
     }
 
     async fn create_from(
@@ -521,16 +533,15 @@ impl World {
         namespaces: &str,
         stdio: StdioPaths,
     ) -> RuntimeResult<u32> {
-        self.create_spec(id, annotations, namespaces, "{}", stdio)
-            .await
+        let linux = format!(r#"{{"namespaces":{namespaces}}}"#);
+        self.create_spec(id, annotations, &linux, stdio).await
     }
 
     async fn create_spec(
         &self,
         id: &str,
         annotations: &str,
-        namespaces: &str,
-        resources: &str,
+        linux: &str,
         stdio: StdioPaths,
     ) -> RuntimeResult<u32> {
         let bundle = self.dir.join(format!("bundle-{id}"));
@@ -540,7 +551,7 @@ impl World {
             format!(
                 r#"{{"ociVersion":"1.0.2","process":{{"user":{{"uid":0,"gid":0}},"args":["sh"],"cwd":"/"}},
                     "root":{{"path":"rootfs"}},"hostname":"pod-host","annotations":{annotations},
-                    "linux":{{"namespaces":{namespaces},"resources":{resources}}}}}"#
+                    "linux":{linux}}}"#
             ),
         )
         .unwrap();
@@ -551,6 +562,14 @@ impl World {
             ..Default::default()
         };
         self.runtime.create(request, &self.loader()).await
+    }
+
+    /// Adds `line` to the configuration's `[runtime]` table (its last).
+    pub fn append_runtime_config(&self, line: &str) {
+        let mut text = std::fs::read_to_string(&self.config).unwrap();
+        text.push_str(line);
+        text.push('\n');
+        std::fs::write(&self.config, text).unwrap();
     }
 
     /// Loads this world's configuration.
