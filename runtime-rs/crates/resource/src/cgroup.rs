@@ -10,8 +10,14 @@ use std::time::{Duration, Instant};
 use cgroups_rs::cgroup_builder::CgroupBuilder;
 use cgroups_rs::{Cgroup, CgroupPid};
 
-/// Controllers the sandbox cgroup is made in (and, on v2, enabled for along its path).
-pub const CONTROLLERS: [&str; 4] = ["cpu", "cpuacct", "memory", "pids"];
+/// Controllers the sandbox cgroup is made in on v1: the limited ones, and cpuacct for
+/// the usage containerd reports.
+pub const CONTROLLERS_V1: [&str; 3] = ["cpu", "cpuacct", "memory"];
+/// Controllers the sandbox cgroup is made in on v2, enabled along its path (v2's cpu
+/// controller counts usage itself). The last entry of `cgroup.controllers` reaches
+/// cgroups-rs 0.3 with its newline, so only names that are never last there (pids,
+/// misc, …, come after these) are asked for.
+pub const CONTROLLERS_V2: [&str; 2] = ["cpu", "memory"];
 
 /// Memory the sandbox may use beyond its guest RAM: the shim, the VMM, virtiofsd.
 pub const MEMORY_OVERHEAD_MIB: u64 = 128;
@@ -167,8 +173,14 @@ fn cgroupfs(
     move |source| CgroupError::Cgroupfs { what, path, source }
 }
 
+/// The controllers of this host's cgroup version.
 fn controllers() -> Vec<String> {
-    CONTROLLERS.iter().map(|c| c.to_string()).collect()
+    let names: &[&str] = if cgroups_rs::hierarchies::is_cgroup2_unified_mode() {
+        &CONTROLLERS_V2
+    } else {
+        &CONTROLLERS_V1
+    };
+    names.iter().map(|c| c.to_string()).collect()
 }
 
 fn own_pid() -> CgroupPid {
@@ -249,7 +261,7 @@ impl SandboxCgroup {
             )?;
         } else {
             // v1: each controller's hierarchy has its own origin.
-            for controller in CONTROLLERS {
+            for controller in CONTROLLERS_V1 {
                 if let Some(origin) = self.origin.get(controller) {
                     back(origin, vec![controller.to_string()])?;
                 }
