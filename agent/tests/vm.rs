@@ -173,6 +173,7 @@ async fn agent_in_a_vm_runs_containers_from_a_virtio_fs_share() {
             vcpu_count: 2,
             mem_size_mib: 256,
             console: ConsoleConfig::File(console.clone()),
+            seccomp: true,
         }),
         VmmAction::ConfigureBootSource(BootSourceConfig {
             kernel_path: artifacts::kernel(arch()),

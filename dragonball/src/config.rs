@@ -48,6 +48,9 @@ pub struct VmConfigInfo {
     pub mem_size_mib: usize,
     /// Console destination.
     pub console: ConsoleConfig,
+    /// Confine the vCPU threads and the event loop with their seccomp allow-lists
+    /// ([`crate::seccomp`]); on by default.
+    pub seccomp: bool,
 }
 
 impl Default for VmConfigInfo {
@@ -56,6 +59,7 @@ impl Default for VmConfigInfo {
             vcpu_count: 1,
             mem_size_mib: 128,
             console: ConsoleConfig::Stdout,
+            seccomp: true,
         }
     }
 }

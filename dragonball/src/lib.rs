@@ -10,6 +10,7 @@ pub mod arch;
 pub mod config;
 pub mod console;
 pub mod device_manager;
+pub mod seccomp;
 pub mod vcpu;
 pub mod vm;
 pub mod vmm;

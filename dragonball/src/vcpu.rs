@@ -131,6 +131,7 @@ enum Step {
 }
 
 struct VcpuThread {
+    seccomp: bool,
     fd: VcpuFd,
     arch: arch::VcpuState,
     bus: Arc<IoManager>,
@@ -154,6 +155,15 @@ impl VcpuThread {
     }
 
     fn run(mut self) {
+        if self.seccomp
+            && let Err(e) = crate::seccomp::confine_this_thread(crate::seccomp::ThreadRole::Vcpu)
+        {
+            self.exit.report(ExitInfo {
+                code: 1,
+                reason: e.to_string(),
+            });
+            return;
+        }
         KVM_RUN.with(|run| run.set(self.fd.get_kvm_run() as *mut kvm_run));
         while self.wait_while_paused() {
             let step = match self.fd.run() {
@@ -213,6 +223,7 @@ impl VcpuManager {
         vcpus: Vec<VcpuSpec>,
         bus: Arc<IoManager>,
         exit: Arc<VmExit>,
+        seccomp: bool,
     ) -> std::io::Result<Self> {
         install_kick_handler()?;
         let shared = Arc::new(Shared {
@@ -228,6 +239,7 @@ impl VcpuManager {
         };
         for spec in vcpus {
             let thread = VcpuThread {
+                seccomp,
                 fd: spec.fd,
                 arch: spec.arch,
                 bus: bus.clone(),

@@ -86,6 +86,9 @@ pub enum StartError {
         #[source]
         source: Cause,
     },
+    /// A thread's seccomp filter could not be installed.
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
     /// The console sink could not be opened.
     #[error("console: {0}")]
     Console(#[source] std::io::Error),
@@ -543,7 +546,8 @@ impl Vm {
             exit: exit.clone(),
         })?;
         phase("machine built: irqchip, kernel, initrd, boot data, vCPUs set up");
-        let vcpus = VcpuManager::start(machine.vcpus, machine.devices.into_bus(), exit)
+        let seccomp = self.config.seccomp;
+        let vcpus = VcpuManager::start(machine.vcpus, machine.devices.into_bus(), exit, seccomp)
             .map_err(|e| StartError::kvm("starting vCPU threads", e))?;
         phase("vCPUs running");
         Ok((

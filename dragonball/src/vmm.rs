@@ -129,12 +129,7 @@ impl Vmm {
             VmmAction::InsertBlockDevice(b) => self.vm.insert_block(b).map(|_| VmmData::Empty),
             VmmAction::InsertNetworkDevice(n) => self.vm.insert_net(n).map(|_| VmmData::Empty),
             VmmAction::InsertFsDevice(f) => self.vm.insert_fs(f).map(|_| VmmData::Empty),
-            VmmAction::StartMicroVm => self.vm.start(self.exit.clone()).map(|subscribers| {
-                for s in subscribers {
-                    events.add_subscriber(s);
-                }
-                VmmData::Empty
-            }),
+            VmmAction::StartMicroVm => self.start(events),
             VmmAction::PauseMicroVm => self.vm.pause().map(|_| VmmData::Empty),
             VmmAction::ResumeMicroVm => self.vm.resume().map(|_| VmmData::Empty),
             VmmAction::GetVmConfiguration => Ok(VmmData::VmConfiguration(self.vm.config().clone())),
@@ -148,6 +143,23 @@ impl Vmm {
             }
         };
         (response, done)
+    }
+
+    /// Boots the VM, hands its devices to the event loop, then confines this thread
+    /// (the loop) to its seccomp list; a VM whose loop cannot be confined is stopped.
+    fn start(&mut self, events: &mut EventManager<Subscriber>) -> Response {
+        let subscribers = self.vm.start(self.exit.clone())?;
+        for s in subscribers {
+            events.add_subscriber(s);
+        }
+        if self.vm.config().seccomp
+            && let Err(e) = crate::seccomp::confine_this_thread(crate::seccomp::ThreadRole::EventLoop)
+        {
+            let reason = e.to_string();
+            self.vm.stop(&ExitInfo { code: 1, reason });
+            return Err(VmmActionError::StartMicroVm(e.into()));
+        }
+        Ok(VmmData::Empty)
     }
 
     fn exit_code(&self) -> i32 {

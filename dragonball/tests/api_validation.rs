@@ -11,6 +11,7 @@ fn config(vcpus: u8, mem: usize) -> VmConfigInfo {
         vcpu_count: vcpus,
         mem_size_mib: mem,
         console: ConsoleConfig::None,
+        seccomp: true,
     }
 }
 

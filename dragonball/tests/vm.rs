@@ -50,6 +50,7 @@ fn config(vcpus: u8, mem: usize, console: &Path) -> VmConfigInfo {
         vcpu_count: vcpus,
         mem_size_mib: mem,
         console: ConsoleConfig::File(console.to_path_buf()),
+        seccomp: true,
     }
 }
 
@@ -308,6 +309,29 @@ fn bogus_sbi_calls_get_errors_and_the_vm_keeps_running() {
     assert_eq!(code, 0);
 }
 
+/// The running VM's `vcpus` vCPU threads and its event loop are under seccomp filters
+/// (`Seccomp: 2` in their status), and this test's own thread is not.
+fn assert_vmm_threads_confined(vcpus: usize) {
+    let mut confined = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        let mode = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Seccomp:"))
+            .map(|m| m.trim().to_string())
+            .unwrap_or_default();
+        let comm = comm.trim().to_string();
+        if comm.starts_with("db_vcpu") || comm == "vmm_master" {
+            assert_eq!(mode, "2", "thread {comm} is not under a seccomp filter");
+            confined.push(comm);
+        }
+    }
+    assert_eq!(confined.len(), vcpus + 1, "VMM threads: {confined:?}");
+    let own = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+    assert!(own.contains("Seccomp:\t0"), "the caller's thread was confined too");
+}
+
 #[test]
 fn lifecycle_pause_resume_shutdown_and_late_config_is_rejected() {
     if !kvm_or_skip("lifecycle_pause_resume_shutdown_and_late_config_is_rejected") {
@@ -343,6 +367,7 @@ fn lifecycle_pause_resume_shutdown_and_late_config_is_rejected() {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
+    assert_vmm_threads_confined(2);
 
     for late in [
         VmmAction::SetVmConfiguration(cfg),

@@ -4,6 +4,9 @@
 //! 16550 console on MMIO; virtio-mmio devices;
 //! SBI console and system reset handled from vCPU exits.
 
+mod seccomp;
+pub use seccomp::*;
+
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};

@@ -7,6 +7,8 @@
 //! fault) ends the VM.
 
 mod kernel;
+mod seccomp;
+pub use seccomp::*;
 
 use std::sync::Arc;
 

@@ -116,6 +116,10 @@ pub struct Dragonball {
     /// `default_memory`.
     #[serde(default)]
     pub enable_annotations: Vec<String>,
+    /// Run the VMM's vCPU and event-loop threads without their seccomp allow-lists
+    /// (Kata's key; default false: confined).
+    #[serde(default)]
+    pub disable_seccomp: bool,
 }
 
 fn default_vcpus() -> f32 {

@@ -50,6 +50,7 @@ pub fn actions(spec: &VmSpec) -> Vec<VmmAction> {
             vcpu_count: spec.vcpus,
             mem_size_mib: spec.memory_mib as usize,
             console: ConsoleConfig::File(spec.console.clone()),
+            seccomp: spec.seccomp,
         }),
         VmmAction::ConfigureBootSource(BootSourceConfig {
             kernel_path: spec.kernel.clone(),
@@ -211,6 +212,7 @@ mod tests {
                 tap: "tap0_kata".into(),
                 mac: "0a:58:0a:58:00:05".into(),
             }],
+            seccomp: true,
         };
         let names: Vec<String> = actions(&spec)
             .iter()

@@ -50,6 +50,8 @@ pub struct VmSpec {
     pub netns: Option<PathBuf>,
     /// Network interfaces.
     pub nets: Vec<NetInterface>,
+    /// Confine the VMM's vCPU and event-loop threads with seccomp.
+    pub seccomp: bool,
 }
 
 /// Why a VM did not start.

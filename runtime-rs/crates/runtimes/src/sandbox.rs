@@ -241,6 +241,7 @@ fn vm_spec(
             })
             .into_iter()
             .collect(),
+        seccomp: !db.disable_seccomp,
     }
 }
 
