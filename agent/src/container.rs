@@ -341,7 +341,11 @@ impl Container {
             }
             None => None,
         };
-        let setup = plan::container_setup(spec, &rootfs).map_err(AgentError::invalid)?;
+        let mut setup = plan::container_setup(spec, &rootfs).map_err(AgentError::invalid)?;
+        setup.rootfs_parent_mount = plan::mount_point_of(&rootfs)
+            .map(|mount| std::ffi::CString::new(mount.into_os_string().into_encoded_bytes()))
+            .transpose()
+            .map_err(|e| AgentError::invalid(format!("the rootfs's mount point: {e}")))?;
         let (pending_io, child_stdio) =
             ProcessIo::create(process.Terminal).map_err(AgentError::internal)?;
         let procs = cgroup.as_ref().map(Cgroup::procs_file);

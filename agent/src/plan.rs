@@ -336,6 +336,17 @@ fn device_nodes(root: &Path, linux: Option<&oci::Linux>) -> Result<Vec<DeviceNod
 }
 
 /// Builds the container-level setup for `spec`, whose rootfs is already at `rootfs`.
+/// The mount point (of this mount namespace) that `path` lies on: itself when it is one
+/// (a container rootfs the agent bound there).
+pub fn mount_point_of(path: &Path) -> Option<std::path::PathBuf> {
+    safe_fs::mountinfo::mount_points()
+        .ok()?
+        .into_iter()
+        .map(|m| m.path)
+        .filter(|m| path.starts_with(m))
+        .max_by_key(|m| m.as_os_str().len())
+}
+
 pub fn container_setup(spec: &oci::Spec, rootfs: &Path) -> Result<ContainerSetup, String> {
     let linux = spec.Linux.as_ref();
     let NamespacePlan {
@@ -409,6 +420,7 @@ pub fn container_setup(spec: &oci::Spec, rootfs: &Path) -> Result<ContainerSetup
         new_pid_ns,
         rootfs: path_cstring("root.path", rootfs)?,
         root_propagation: propagation,
+        rootfs_parent_mount: None,
         mounts,
         devices,
         dev_symlinks,

@@ -71,6 +71,10 @@ pub struct ContainerSetup {
     pub rootfs: CString,
     /// Propagation for `/` in the new mount namespace.
     pub root_propagation: MsFlags,
+    /// The mount the rootfs is (or lies on): made private before the rootfs is bound onto
+    /// itself, since pivot_root refuses a shared new root or parent (a rootfsPropagation
+    /// of rshared makes everything shared).
+    pub rootfs_parent_mount: Option<CString>,
     /// Spec mounts, in order.
     pub mounts: Vec<MountStep>,
     /// Device nodes and their symlinks.
@@ -436,6 +440,15 @@ fn setup_mounts(container: &ContainerSetup, report: RawFd) {
         0,
         mount_raw(empty, c"/", empty, container.root_propagation, empty),
     );
+    // Before the rootfs is bound onto itself, so that bind is private too.
+    if let Some(parent) = &container.rootfs_parent_mount {
+        check(
+            report,
+            Step::Propagation,
+            2,
+            mount_raw(empty, parent, empty, MsFlags::MS_PRIVATE, empty),
+        );
+    }
     check(
         report,
         Step::RootfsBind,
@@ -554,6 +567,7 @@ fn pivot_into(container: &ContainerSetup, report: RawFd) {
         check(report, Step::PivotRoot, 6, unsafe {
             libc::chdir(c"/".as_ptr())
         });
+        apply_root_propagation(container, report);
         return;
     }
     check(report, Step::PivotRoot, 0, rc as libc::c_int);
@@ -572,10 +586,36 @@ fn pivot_into(container: &ContainerSetup, report: RawFd) {
     check(report, Step::PivotRoot, 3, unsafe {
         libc::chdir(c"/".as_ptr())
     });
+    apply_root_propagation(container, report);
+}
+
+/// A shared rootfsPropagation (a bidirectional mount) applies to the container's own
+/// root once it is "/" (runc does the same after its pivot).
+fn apply_root_propagation(container: &ContainerSetup, report: RawFd) {
+    if container.root_propagation.contains(MsFlags::MS_SHARED) {
+        check(
+            report,
+            Step::Propagation,
+            1,
+            mount_raw(c"", c"/", c"", container.root_propagation, c""),
+        );
+    }
 }
 
 fn harden_paths(container: &ContainerSetup, report: RawFd) {
     let empty = c"";
+    // Sysctls first, as runc does: /proc/sys is usually among the read-only paths below.
+    for (index, (path, value)) in container.sysctls.iter().enumerate() {
+        // SAFETY: see the note above mount_raw.
+        let fd = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+        check(report, Step::Sysctl, index, fd);
+        // SAFETY: writing a CString's bytes to the descriptor just opened.
+        let rc = unsafe { libc::write(fd, value.as_ptr().cast(), value.to_bytes().len()) };
+        // SAFETY: closing the descriptor just opened.
+        unsafe { libc::close(fd) };
+        check(report, Step::Sysctl, index, rc as libc::c_int);
+    }
+
     if container.readonly_rootfs {
         let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
         check(
@@ -613,16 +653,6 @@ fn harden_paths(container: &ContainerSetup, report: RawFd) {
                 errno => fail(report, Step::MaskedPath, index, errno),
             }
         }
-    }
-    for (index, (path, value)) in container.sysctls.iter().enumerate() {
-        // SAFETY: see the note above mount_raw.
-        let fd = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
-        check(report, Step::Sysctl, index, fd);
-        // SAFETY: writing a CString's bytes to the descriptor just opened.
-        let rc = unsafe { libc::write(fd, value.as_ptr().cast(), value.to_bytes().len()) };
-        // SAFETY: closing the descriptor just opened.
-        unsafe { libc::close(fd) };
-        check(report, Step::Sysctl, index, rc as libc::c_int);
     }
 }
 

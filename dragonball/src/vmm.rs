@@ -153,7 +153,8 @@ impl Vmm {
             events.add_subscriber(s);
         }
         if self.vm.config().seccomp
-            && let Err(e) = crate::seccomp::confine_this_thread(crate::seccomp::ThreadRole::EventLoop)
+            && let Err(e) =
+                crate::seccomp::confine_this_thread(crate::seccomp::ThreadRole::EventLoop)
         {
             let reason = e.to_string();
             self.vm.stop(&ExitInfo { code: 1, reason });

@@ -329,7 +329,10 @@ fn assert_vmm_threads_confined(vcpus: usize) {
     }
     assert_eq!(confined.len(), vcpus + 1, "VMM threads: {confined:?}");
     let own = std::fs::read_to_string("/proc/thread-self/status").unwrap();
-    assert!(own.contains("Seccomp:\t0"), "the caller's thread was confined too");
+    assert!(
+        own.contains("Seccomp:\t0"),
+        "the caller's thread was confined too"
+    );
 }
 
 #[test]

@@ -349,6 +349,41 @@ pub async fn lifecycle_scenarios(client: &AgentClient, rootfs: &Rootfs) {
     .await;
     assert_eq!((status, err.as_slice()), (3, &b"oops\n"[..]));
 
+    // Pod sysctls (a namespaced one) are written although /proc/sys is read-only.
+    let mut tuned = spec(
+        root,
+        process(&["cat", "/proc/sys/kernel/shm_rmid_forced"], false),
+    );
+    if let Some(linux) = tuned.Linux.as_mut() {
+        linux
+            .Sysctl
+            .insert("kernel.shm_rmid_forced".into(), "1".into());
+    }
+    let (status, out, err) = run(client, "sysctl", tuned).await;
+    assert_eq!(
+        (status, out.as_slice()),
+        (0, &b"1\n"[..]),
+        "sysctl: {}",
+        String::from_utf8_lossy(&err)
+    );
+
+    // A bidirectional mount's rshared root propagation: pivot_root needs the rootfs's
+    // parent mount private first; the container's "/" ends up shared.
+    let mut shared = spec(
+        root,
+        process(&["awk", "$5 == \"/\"", "/proc/self/mountinfo"], false),
+    );
+    if let Some(linux) = shared.Linux.as_mut() {
+        linux.RootfsPropagation = "rshared".into();
+    }
+    let (status, out, err) = run(client, "rshared", shared).await;
+    let out = String::from_utf8_lossy(&out);
+    assert!(
+        status == 0 && out.contains("shared:"),
+        "rshared: status {status}, root mount '{out}', {}",
+        String::from_utf8_lossy(&err)
+    );
+
     // SIGKILL → 137, and killing again is fine.
     create(
         client,

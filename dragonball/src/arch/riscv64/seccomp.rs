@@ -14,8 +14,8 @@ pub const KVM_RUN: u64 = 0xae80;
 pub const KVM_IRQ_LINE: u64 = 0x4008_ae61;
 /// KVM_INTERRUPT: `_IOW(KVMIO, 0x86, struct kvm_interrupt)` (the userspace PLIC).
 pub const KVM_INTERRUPT: u64 = 0x4004_ae86;
-/// FIONBIO (a socket made non-blocking).
-pub const FIONBIO: u64 = libc::FIONBIO as u64;
+/// FIONBIO (a socket made non-blocking), the generic value on both architectures.
+pub const FIONBIO: u64 = 0x5421;
 
 /// The ioctl requests a vCPU thread makes: running, and raising device interrupts.
 pub const SECCOMP_VCPU_IOCTLS: &[u64] = &[KVM_RUN, KVM_IRQ_LINE, KVM_INTERRUPT];
@@ -27,12 +27,19 @@ mod tests {
     use super::*;
 
     vmm_sys_util::ioctl_io_nr!(KVM_RUN_NR, kvm_bindings::KVMIO, 0x80);
-    vmm_sys_util::ioctl_iow_nr!(KVM_IRQ_LINE_NR, kvm_bindings::KVMIO, 0x61, kvm_bindings::kvm_irq_level);
+    vmm_sys_util::ioctl_iow_nr!(
+        KVM_IRQ_LINE_NR,
+        kvm_bindings::KVMIO,
+        0x61,
+        kvm_bindings::kvm_irq_level
+    );
 
     #[test]
+    #[allow(clippy::unnecessary_cast)]
     fn the_ioctl_numbers_are_kvms() {
-        assert_eq!(KVM_RUN, u64::from(KVM_RUN_NR()));
-        assert_eq!(KVM_IRQ_LINE, u64::from(KVM_IRQ_LINE_NR()));
-        assert_eq!(KVM_INTERRUPT, u64::from(super::super::KVM_INTERRUPT()));
+        assert_eq!(FIONBIO, libc::FIONBIO as u64);
+        assert_eq!(KVM_RUN, KVM_RUN_NR());
+        assert_eq!(KVM_IRQ_LINE, KVM_IRQ_LINE_NR());
+        assert_eq!(KVM_INTERRUPT, super::super::KVM_INTERRUPT());
     }
 }

@@ -18,8 +18,8 @@ pub const SECCOMP_EVENT_LOOP: &[libc::c_long] = &[
 pub const KVM_RUN: u64 = 0xae80;
 /// KVM_IRQ_LINE: `_IOW(KVMIO, 0x61, struct kvm_irq_level)`.
 pub const KVM_IRQ_LINE: u64 = 0x4008_ae61;
-/// FIONBIO (a socket made non-blocking).
-pub const FIONBIO: u64 = libc::FIONBIO as u64;
+/// FIONBIO (a socket made non-blocking), the generic value on both architectures.
+pub const FIONBIO: u64 = 0x5421;
 
 /// The ioctl requests a vCPU thread makes: running, and raising device interrupts.
 pub const SECCOMP_VCPU_IOCTLS: &[u64] = &[KVM_RUN, KVM_IRQ_LINE];
@@ -31,11 +31,18 @@ mod tests {
     use super::*;
 
     vmm_sys_util::ioctl_io_nr!(KVM_RUN_NR, kvm_bindings::KVMIO, 0x80);
-    vmm_sys_util::ioctl_iow_nr!(KVM_IRQ_LINE_NR, kvm_bindings::KVMIO, 0x61, kvm_bindings::kvm_irq_level);
+    vmm_sys_util::ioctl_iow_nr!(
+        KVM_IRQ_LINE_NR,
+        kvm_bindings::KVMIO,
+        0x61,
+        kvm_bindings::kvm_irq_level
+    );
 
     #[test]
+    #[allow(clippy::unnecessary_cast)]
     fn the_ioctl_numbers_are_kvms() {
-        assert_eq!(KVM_RUN, u64::from(KVM_RUN_NR()));
-        assert_eq!(KVM_IRQ_LINE, u64::from(KVM_IRQ_LINE_NR()));
+        assert_eq!(FIONBIO, libc::FIONBIO as u64);
+        assert_eq!(KVM_RUN, KVM_RUN_NR());
+        assert_eq!(KVM_IRQ_LINE, KVM_IRQ_LINE_NR());
     }
 }

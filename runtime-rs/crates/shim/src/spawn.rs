@@ -32,6 +32,19 @@ pub enum SpawnError {
     Timeout,
 }
 
+/// The server's stderr: containerd's `log` FIFO in the bundle (this process's cwd) when
+/// containerd is reading it, so that what bypasses the structured log (a panic, the VMM's
+/// report of a forbidden syscall) still reaches containerd's log; else nothing.
+fn server_stderr() -> Stdio {
+    use std::os::unix::fs::OpenOptionsExt;
+    // Non-blocking: opening a FIFO nobody reads fails at once (ENXIO) instead of waiting.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open("log")
+        .map_or_else(|_| Stdio::null(), Stdio::from)
+}
+
 fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> SpawnError {
     move |source| SpawnError::Io { what, source }
 }
@@ -52,7 +65,7 @@ impl Server {
         command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(server_stderr())
             .args(["-namespace", &flags.namespace, "-id", &flags.id])
             .args(["-address", &flags.address, "-socket", address])
             .envs(env.iter().map(|(key, value)| (*key, value)));
