@@ -166,6 +166,8 @@ pub struct Sandbox {
     pub vcpus: u8,
     /// The VM's memory in MiB (fixed at boot).
     pub memory_mib: u32,
+    /// Containers' seccomp profiles are dropped (`disable_guest_seccomp`), not refused.
+    pub drops_guest_seccomp: bool,
     backends: Backends,
 }
 
@@ -361,6 +363,7 @@ impl Sandbox {
             network,
             vcpus: size.vcpus,
             memory_mib: size.memory_mib,
+            drops_guest_seccomp: config.runtime.disable_guest_seccomp,
             backends: backends.clone(),
         };
         trace.phase("agent connected");

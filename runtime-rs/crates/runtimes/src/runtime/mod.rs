@@ -199,6 +199,7 @@ impl Runtime {
         }
         let sandbox = match existing {
             Some(sandbox) => {
+                check_guest_seccomp(id, &oci, sandbox.drops_guest_seccomp, &self.log())?;
                 sandbox.check_fits(id, &oci)?;
                 sandbox
             }
@@ -218,6 +219,7 @@ impl Runtime {
             }
             None => {
                 let config = load_config()?;
+                check_guest_seccomp(id, &oci, config.runtime.disable_guest_seccomp, &self.log())?;
                 let pod = PodSetup::from_spec(&oci);
                 // Refuse a bad size, or a container bigger than its own VM, before the
                 // VM exists.
@@ -356,4 +358,34 @@ impl Runtime {
             sandbox.stop(&self.log()).await;
         }
     }
+}
+
+/// A container whose spec carries a seccomp profile: the guest agent cannot apply it, so
+/// it runs without one only where `disable_guest_seccomp` says so (logged), and is
+/// refused with FAILED_PRECONDITION otherwise, never confined less than asked silently.
+fn check_guest_seccomp(
+    id: &str,
+    spec: &oci_spec::runtime::Spec,
+    dropped: bool,
+    log: &slog::Logger,
+) -> RuntimeResult<()> {
+    if spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.seccomp().as_ref())
+        .is_none()
+    {
+        return Ok(());
+    }
+    if dropped {
+        slog::warn!(log, "linux.seccomp ignored: the guest agent does not apply seccomp (disable_guest_seccomp = true)"; "container" => id);
+        return Ok(());
+    }
+    Err(RuntimeError::new(
+        Code::FailedPrecondition,
+        format!(
+            "container {id}: linux.seccomp: the guest agent cannot apply seccomp profiles; \
+             set [runtime] disable_guest_seccomp = true to run such containers without one"
+        ),
+    ))
 }

@@ -522,7 +522,12 @@ impl World {
     /// Creates container `id` whose spec has this linux.cgroupsPath.
     pub async fn create_in_cgroup(&self, id: &str, cgroups_path: &str) -> RuntimeResult<u32> {
         let linux = serde_json::json!({ "cgroupsPath": cgroups_path }).to_string();
-        self.create_spec(id, "{}", &linux, StdioPaths::default())
+        self.create_with_linux(id, &linux).await
+    }
+
+    /// Creates container `id` whose spec's `linux` is this JSON object.
+    pub async fn create_with_linux(&self, id: &str, linux: &str) -> RuntimeResult<u32> {
+        self.create_spec(id, "{}", linux, StdioPaths::default())
             .await
     }
 
