@@ -213,6 +213,13 @@ fn install_reporter() -> Result<(), std::io::Error> {
     result
 }
 
+/// KVM_RUN: `_IO(KVMIO, 0x80)` (the same on every architecture).
+pub const KVM_RUN: u64 = 0xae80;
+/// KVM_IRQ_LINE: `_IOW(KVMIO, 0x61, struct kvm_irq_level)`.
+pub const KVM_IRQ_LINE: u64 = 0x4008_ae61;
+/// FIONBIO (a socket made non-blocking), the generic value on both architectures.
+pub const FIONBIO: u64 = 0x5421;
+
 /// A rule allowing `ioctl` with one of `requests` as its second argument.
 fn ioctl_rules(requests: &[u64]) -> Result<Vec<SeccompRule>, seccompiler::BackendError> {
     requests
@@ -279,6 +286,22 @@ pub fn confine_this_thread(role: ThreadRole) -> Result<(), SeccompError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    vmm_sys_util::ioctl_io_nr!(KVM_RUN_NR, kvm_bindings::KVMIO, 0x80);
+    vmm_sys_util::ioctl_iow_nr!(
+        KVM_IRQ_LINE_NR,
+        kvm_bindings::KVMIO,
+        0x61,
+        kvm_bindings::kvm_irq_level
+    );
+
+    #[test]
+    #[allow(clippy::unnecessary_cast)]
+    fn the_ioctl_numbers_are_the_kernels() {
+        assert_eq!(KVM_RUN, KVM_RUN_NR());
+        assert_eq!(KVM_IRQ_LINE, KVM_IRQ_LINE_NR());
+        assert_eq!(FIONBIO, libc::FIONBIO as u64);
+    }
 
     #[test]
     fn both_filters_build_on_this_architecture() {

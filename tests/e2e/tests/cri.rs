@@ -16,6 +16,7 @@ use hyper_util::rt::TokioIo;
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use kata_rv_e2e::memory_cgroup_dir;
 use kvm_host::{Arch, artifacts};
 use tonic::transport::{Channel, Endpoint, Uri};
 
@@ -576,17 +577,6 @@ fn pod_cgroup(name: &str) -> String {
     format!("/kata-rv-e2e/{name}")
 }
 
-/// The directory of host cgroup `path` in the memory controller's hierarchy.
-fn cgroup_dir(path: &str) -> PathBuf {
-    let unified = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
-    let root = if unified {
-        "/sys/fs/cgroup"
-    } else {
-        "/sys/fs/cgroup/memory"
-    };
-    Path::new(root).join(path.trim_start_matches('/'))
-}
-
 /// The child cgroups of `dir`.
 fn child_cgroups(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
@@ -602,7 +592,7 @@ fn child_cgroups(dir: &Path) -> Vec<String> {
 /// kubelet's part after a pod is gone: its runtime left nothing in the pod cgroup, which
 /// is then removed (an rmdir fails while a cgroup or process is left in it).
 fn remove_pod_cgroup(name: &str, handler: &str) {
-    let dir = cgroup_dir(&pod_cgroup(name));
+    let dir = memory_cgroup_dir(&pod_cgroup(name));
     let deadline = Instant::now() + Duration::from_secs(30);
     while !child_cgroups(&dir).is_empty() {
         assert!(
@@ -759,7 +749,7 @@ async fn two_container_pod(k: &mut Kubelet, name: &str, handler: &'static str) -
 /// cgroup is in it (for kata the shim and its VMM), with CPU and memory used, the pod
 /// interface's traffic and its two containers.
 async fn pod_stats(k: &mut Kubelet, pod_id: &str, name: &str, handler: &str) {
-    let sandbox_cgroup = cgroup_dir(&format!("{}/{pod_id}", pod_cgroup(name)));
+    let sandbox_cgroup = memory_cgroup_dir(&format!("{}/{pod_id}", pod_cgroup(name)));
     let procs = std::fs::read_to_string(sandbox_cgroup.join("cgroup.procs")).unwrap_or_default();
     let pids: Vec<&str> = procs.split_whitespace().collect();
     assert!(
@@ -951,7 +941,7 @@ async fn pod_sized_by_annotations(k: &mut Kubelet) {
     );
     // The host cgroup holding the shim and VMM is sized from the VM: 512 MiB plus the
     // 128 MiB overhead.
-    let sandbox_cgroup = cgroup_dir(&format!("{}/{pod_id}", pod_cgroup(&pod.name)));
+    let sandbox_cgroup = memory_cgroup_dir(&format!("{}/{pod_id}", pod_cgroup(&pod.name)));
     let limit = ["memory.max", "memory.limit_in_bytes"]
         .iter()
         .find_map(|f| std::fs::read_to_string(sandbox_cgroup.join(f)).ok())

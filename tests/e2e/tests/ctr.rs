@@ -9,6 +9,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use kata_rv_e2e::memory_cgroup_dir;
 use kvm_host::{Arch, artifacts};
 
 fn arch() -> Arch {
@@ -171,17 +172,6 @@ fn assert_nothing_left(id: &str) {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-/// The memory controller's directory of host cgroup `path` (v2, or v1's memory hierarchy).
-fn memory_cgroup_dir(path: &str) -> PathBuf {
-    let unified = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
-    let root = if unified {
-        "/sys/fs/cgroup"
-    } else {
-        "/sys/fs/cgroup/memory"
-    };
-    Path::new(root).join(path.trim_start_matches('/'))
 }
 
 /// The host cgroup ctr gives container `id`: `/<namespace>/<id>`.

@@ -2,22 +2,14 @@
 //! mounts): entering it with its limits, refusing one in use, leaving it, and removing
 //! what a dead shim left in it. One test, since it moves this whole process.
 
+mod support;
+
 use std::process::Command;
+
 use std::time::Duration;
+use support::has_root;
 
 use kata_resource::cgroup::{self, CgroupError, CgroupPath, CgroupRequest};
-
-fn has_root() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var("KATA_TEST_REQUIRE_KVM").as_deref() != Ok("1"),
-        "this test needs root"
-    );
-    eprintln!("SKIPPED: needs root");
-    false
-}
 
 /// Where `pid` is in the memory controller's hierarchy (v1) or the unified one (v2).
 fn memory_cgroup_of(pid: u32) -> String {

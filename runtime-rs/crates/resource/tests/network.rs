@@ -2,7 +2,11 @@
 //! bridge plugin leaves it (a veth with an address and a default route), a tap standing
 //! in for the VMM's, then scan, connect and disconnect, checked with `ip` and `tc`.
 
+mod support;
+
 use std::process::Command;
+
+use support::has_root;
 
 use kata_resource::network::{self, TAP_NAME};
 
@@ -23,18 +27,6 @@ impl Drop for Netns {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
     }
-}
-
-fn has_root() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var("KATA_TEST_REQUIRE_KVM").as_deref() != Ok("1"),
-        "this test needs root"
-    );
-    eprintln!("SKIPPED: needs root");
-    false
 }
 
 #[tokio::test]
