@@ -24,7 +24,7 @@ endif
 
 .PHONY: help setup build host static kernel busybox initrd pause images kvm-artifacts kvm-host \
         vm-tests vm-suite bench bench-bins virtiofsd containerd cni runc e2e-tests e2e install run \
-        lint test test-riscv64 clean
+        lint test test-riscv64 fuzz fuzz-smoke clean
 
 help:
 	@echo "make setup                 install packages, rustup targets, virtiofsd (idempotent)"
@@ -33,8 +33,10 @@ help:
 	@echo "make initrd ARCH=a         test initrd + sandbox initrd (kata-agent as /init)"
 	@echo "make images                OCI image tarballs: busybox + pause, both arches"
 	@echo "make kvm-host ARCH=a CMD=c run CMD inside the KVM test host of ARCH"
-	@echo "make bench BENCH=boot|fs|ctr|trace  boot / virtio-fs / ctr-run benchmarks, start-path trace (in the KVM test hosts)"
+	@echo "make bench BENCH=boot|fs|ctr|trace|cri|overhead|parallel  boot / virtio-fs / ctr-run / CRI benchmarks, start-path trace, idle-sandbox memory, parallel start (in the KVM test hosts)"
 	@echo "make test                  the whole test suite (what CI runs)"
+	@echo "make fuzz [FUZZ_TIME=s]    every cargo-fuzz target for s seconds (300), corpus kept in the cache; root"
+	@echo "make fuzz-smoke            every fuzz target for 10 s plus the seeds and regressions (in make test)"
 	@echo "make test-riscv64          the riscv64 KVM-host suites alone"
 	@echo "make run [ARCH=a]          ctr run busybox uname -a in a kata-rv microVM (private containerd)"
 	@echo "make e2e ARCH=a            containerd + ctr end-to-end tests inside the KVM test host"
@@ -201,11 +203,14 @@ lint:
 	$(CARGO) clippy -p kata-agent --all-targets --features vm-tests -- -D warnings
 	$(CARGO) clippy -p kata-agent --all-targets --features vm-tests --target $(static_target_riscv64) -- -D warnings
 	$(CARGO) clippy -p kata-rv-e2e --all-targets --features e2e -- -D warnings
+	$(CARGO) fmt --manifest-path fuzz/Cargo.toml -- --check
+	$(CARGO) clippy --manifest-path fuzz/Cargo.toml --all-targets --target-dir $(TARGET_DIR) -- -D warnings
 
 test: setup lint
 	for a in $(ARCHES); do $(MAKE) --no-print-directory kvm-artifacts initrd ARCH=$$a; done
 	$(MAKE) --no-print-directory images
 	$(CARGO) test --workspace --release -- --test-threads=2
+	$(MAKE) --no-print-directory fuzz-smoke
 	$(MAKE) --no-print-directory vm-suite ARCH=riscv64
 	$(MAKE) --no-print-directory vm-suite ARCH=x86_64
 	$(MAKE) --no-print-directory e2e ARCH=riscv64
@@ -215,6 +220,12 @@ test-riscv64: setup
 	$(MAKE) --no-print-directory kvm-artifacts initrd ARCH=riscv64
 	$(CARGO) test --release -p kvm-host --test kvm_host_smoke -- riscv64
 	$(MAKE) --no-print-directory vm-suite ARCH=riscv64
+
+fuzz:
+	scripts/fuzz.sh long
+
+fuzz-smoke:
+	scripts/fuzz.sh smoke
 
 clean:
 	$(CARGO) clean
