@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub mod annotations;
+pub mod virtiofsd_args;
 
 pub use annotations::AnnotationError;
 
@@ -98,9 +99,13 @@ pub struct Dragonball {
     /// virtiofsd binary (for `shared_fs = "virtio-fs"`).
     #[serde(default)]
     pub virtio_fs_daemon: PathBuf,
-    /// Extra virtiofsd arguments.
+    /// Extra virtiofsd arguments (checked by [`virtiofsd_args::check`]).
     #[serde(default)]
     pub virtio_fs_extra_args: Vec<String>,
+    /// Allows `virtio_fs_extra_args` that weaken virtiofsd's own confinement
+    /// (`--sandbox none`, `--seccomp none`/`log`, added capabilities); default false.
+    #[serde(default)]
+    pub virtio_fs_allow_unconfined: bool,
     /// virtiofsd cache mode: never, auto, always.
     #[serde(default = "default_cache")]
     pub virtio_fs_cache: String,
@@ -366,6 +371,14 @@ impl Config {
                 "is required when shared_fs = \"virtio-fs\"",
             ));
         }
+        if let Err(refusal) =
+            virtiofsd_args::check(&db.virtio_fs_extra_args, db.virtio_fs_allow_unconfined)
+        {
+            return Err(self.bad(
+                &format!("{prefix}.virtio_fs_extra_args"),
+                refusal.to_string(),
+            ));
+        }
         if !["never", "auto", "always"].contains(&db.virtio_fs_cache.as_str()) {
             return Err(self.bad(
                 &format!("{prefix}.virtio_fs_cache"),
@@ -555,6 +568,27 @@ log_level = "info"
         )
         .unwrap_err();
         assert!(err.to_string().contains("9p"), "{err}");
+    }
+
+    #[test]
+    fn virtiofsd_confinement_is_weakened_only_with_the_key() {
+        let weak = GOOD.replace(
+            "shared_fs = \"inline-virtio-fs\"",
+            "virtio_fs_extra_args = [\"--seccomp=none\"]",
+        );
+        let err = Config::parse(&weak, Path::new("/c.toml")).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("hypervisor.dragonball.virtio_fs_extra_args")
+                && text.contains("--seccomp=none")
+                && text.contains("virtio_fs_allow_unconfined"),
+            "{text}"
+        );
+        let allowed = weak.replace(
+            "virtio_fs_extra_args",
+            "virtio_fs_allow_unconfined = true\nvirtio_fs_extra_args",
+        );
+        Config::parse(&allowed, Path::new("/c.toml")).unwrap();
     }
 
     #[test]
