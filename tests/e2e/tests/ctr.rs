@@ -145,6 +145,13 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// The last `n` lines of this run's containerd log (the shims' logs included).
+fn containerd_log_tail(ctrd: &Containerd, n: usize) -> String {
+    let log = std::fs::read_to_string(ctrd.dir.join("containerd.log")).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
 /// Nothing of container `id` remains on the host.
 fn assert_nothing_left(id: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -348,8 +355,10 @@ fn ctr_runs_containers_in_microvms_and_leaves_nothing_behind() {
     assert_eq!(
         text(&out.stdout),
         "piped through\n",
-        "stderr: {}",
-        text(&out.stderr)
+        "{:?}, stderr: {}\ncontainerd log tail:\n{}",
+        out.status,
+        text(&out.stderr),
+        containerd_log_tail(ctrd, 60)
     );
     assert_nothing_left("stdin");
 
@@ -461,6 +470,8 @@ fn ctr_runs_containers_in_microvms_and_leaves_nothing_behind() {
     bad_input(ctrd);
     regressions(ctrd);
     virtiofsd_killed_mid_run(ctrd);
+    shim_killed(ctrd);
+    soak(ctrd, soak_cycles());
     assert_eq!(
         sockets_of_this_run(),
         sockets_before,
@@ -871,5 +882,322 @@ fn assert_no_container_record(ctrd: &Containerd, id: &str) {
     assert!(
         !listed.lines().any(|l| l.trim() == id),
         "container {id} is still listed: {listed}"
+    );
+}
+
+/// A digest of every file under `dir` (path, mode, contents): a host volume must come
+/// out of every fault byte-identical.
+fn tree_digest(dir: &Path) -> Vec<(PathBuf, u32, Vec<u8>)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            let meta = std::fs::symlink_metadata(entry.path()).unwrap();
+            let contents = if meta.is_dir() {
+                pending.push(entry.path());
+                Vec::new()
+            } else {
+                std::fs::read(entry.path()).unwrap_or_default()
+            };
+            out.push((entry.path(), meta.permissions().mode(), contents));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Pid of the shim serving container `id`, if one runs.
+fn shim_of(id: &str) -> Option<i32> {
+    shim_pids()
+        .iter()
+        .find(|s| s.contains(&format!("-id {id} ")) || s.ends_with(&format!("-id {id}")))
+        .and_then(|s| s.split(':').next()?.parse().ok())
+}
+
+/// Faults: the shim SIGKILLed at each phase of a start (as its debug trace reports the
+/// phase done: host resources ready — virtiofsd spawned, cgroup entered —, VM started,
+/// agent connected, rootfs and binds mounted) and while the container runs. Each time
+/// ctr reports an error within a bound, removing the task and container leaves nothing
+/// (no shim, VMM, virtiofsd, mount, dir, socket or cgroup), and the container's host
+/// volume is byte-identical.
+fn shim_killed(ctrd: &Containerd) {
+    let virtiofsd = artifacts::out_dir(arch()).join("virtiofsd");
+    let extra = format!(
+        "shared_fs = \"virtio-fs\"\nvirtio_fs_daemon = \"{}\"\nvirtio_fs_extra_args = [\"--sandbox=chroot\"]",
+        virtiofsd.display()
+    );
+    let config = kata_config(&ctrd.dir, "shim-fault", &artifacts::kernel(arch()), &extra);
+    let mut debug_config = std::fs::read_to_string(&config).unwrap();
+    debug_config.push_str("enable_debug = true\n");
+    std::fs::write(&config, debug_config).unwrap();
+    let volume = ctrd.dir.join("fault-volume");
+    std::fs::create_dir_all(volume.join("sub")).unwrap();
+    std::fs::write(volume.join("keep"), "kept\n").unwrap();
+    std::fs::write(volume.join("sub/also"), vec![7u8; 4096]).unwrap();
+    let before = tree_digest(&volume);
+    let mount = format!(
+        "type=bind,src={},dst=/vol,options=rbind:rw",
+        volume.display()
+    );
+    let log_file = ctrd.dir.join("containerd.log");
+    let phases = [
+        ("fk-host", Some("host resources ready")),
+        ("fk-vm", Some("vm started")),
+        ("fk-agent", Some("agent connected")),
+        ("fk-binds", Some("rootfs and binds")),
+        ("fk-running", None),
+    ];
+    for (id, phase) in phases {
+        let log_start = std::fs::metadata(&log_file).map(|m| m.len()).unwrap_or(0);
+        let runtime = ctrd.runtime();
+        let mut args: Vec<&str> = vec!["run", "-d"];
+        args.extend(runtime[..2].iter().map(String::as_str));
+        args.extend(["--runtime-config-path", config.to_str().unwrap()]);
+        args.extend(["--mount", &mount]);
+        args.extend(["docker.io/library/busybox:latest", id, "sh", "-c"]);
+        args.push("echo written-by-the-guest > /tmp/x; sleep 3600");
+        let mut run = ctrd
+            .command(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        // Wait for the phase in the shim's trace (or, for a running container, for ctr
+        // run -d to return), then kill the shim.
+        let shim = loop {
+            assert!(
+                started.elapsed() < Duration::from_secs(180),
+                "{id}: phase {phase:?} not reached in 180 s"
+            );
+            let reached = match phase {
+                Some(p) => {
+                    let log = std::fs::read(&log_file).unwrap_or_default();
+                    let new = String::from_utf8_lossy(&log[log_start as usize..]).into_owned();
+                    new.lines()
+                        .any(|l| l.contains("trace") && l.contains(id) && l.contains(p))
+                }
+                None => run.try_wait().unwrap().is_some(),
+            };
+            if reached && let Some(pid) = shim_of(id) {
+                break pid;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(shim),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        let killed = Instant::now();
+        if phase.is_some() {
+            while run.try_wait().unwrap().is_none() {
+                if killed.elapsed() > Duration::from_secs(60) {
+                    let _ = run.kill();
+                    panic!("{id}: ctr run still waiting 60 s after the shim was killed");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let out = run.wait_with_output().unwrap();
+            assert!(
+                !out.status.success() && !out.stderr.is_empty(),
+                "{id}: ctr run must fail with an error once the shim dies: {:?} {}",
+                out.status,
+                text(&out.stderr)
+            );
+        } else {
+            // The running task is reported stopped within a bound.
+            loop {
+                let out = ctrd.ctr(&["tasks", "ls"]);
+                let listing = text(&out.stdout);
+                let line = listing.lines().find(|l| l.starts_with(id)).unwrap_or("");
+                if !line.contains("RUNNING") {
+                    break;
+                }
+                assert!(
+                    killed.elapsed() < Duration::from_secs(60),
+                    "{id}: still RUNNING 60 s after its shim was killed: {listing}"
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+        let _ = ctrd.ctr(&["tasks", "rm", "-f", id]);
+        let _ = ctrd.ctr(&["containers", "rm", id]);
+        assert_nothing_left(id);
+        assert_no_container_record(ctrd, id);
+        assert!(
+            processes_named("virtiofsd").is_empty(),
+            "{id}: virtiofsd left behind"
+        );
+        assert_eq!(
+            tree_digest(&volume),
+            before,
+            "{id}: the host volume changed"
+        );
+        println!(
+            "fault {id}: shim killed after {:?}; cleaned up {} ms after the kill",
+            phase.unwrap_or("start (container running)"),
+            killed.elapsed().as_millis()
+        );
+    }
+}
+
+/// Cycles of the soak (`KATA_RV_SOAK_CYCLES`; 20 in `make test`, 200 in `make soak`).
+fn soak_cycles() -> usize {
+    std::env::var("KATA_RV_SOAK_CYCLES")
+        .ok()
+        .map(|v| v.parse().expect("KATA_RV_SOAK_CYCLES must be a number"))
+        .unwrap_or(20)
+}
+
+/// What the host holds that a sandbox could leak.
+#[derive(Debug, PartialEq, Eq)]
+struct HostState {
+    processes: Vec<String>,
+    mounts: Vec<String>,
+    containerd_fds: usize,
+    run_dirs: Vec<String>,
+    cgroups: Vec<String>,
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path().display().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+fn host_state(ctrd: &Containerd) -> HostState {
+    let me = std::process::id().to_string();
+    let mut processes: Vec<String> = processes_named("")
+        .into_iter()
+        .filter_map(|p| {
+            let (pid, cmdline) = p.split_once(": ")?;
+            // User processes only (kernel threads have no command line), not this test.
+            (!cmdline.trim().is_empty() && pid != me).then(|| cmdline.to_string())
+        })
+        .collect();
+    processes.sort();
+    let mut mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .map(|l| l.split(' ').skip(3).collect::<Vec<_>>().join(" "))
+        .collect();
+    mounts.sort();
+    let containerd_fds = std::fs::read_dir(format!("/proc/{}/fd", ctrd.child.id()))
+        .unwrap()
+        .count();
+    let mut run_dirs = entries(Path::new("/run/containerd/s"));
+    for dir in [
+        "/run/kata",
+        "/run/kata-containers",
+        "/run/kata-containers/shared/sandboxes",
+    ] {
+        run_dirs.extend(entries(Path::new(dir)));
+    }
+    let mut cgroups = Vec::new();
+    let mut pending = vec![(PathBuf::from("/sys/fs/cgroup"), 0)];
+    while let Some((dir, depth)) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) && depth < 4 {
+                cgroups.push(entry.path().display().to_string());
+                pending.push((entry.path(), depth + 1));
+            }
+        }
+    }
+    cgroups.sort();
+    HostState {
+        processes,
+        mounts,
+        containerd_fds,
+        run_dirs,
+        cgroups,
+    }
+}
+
+/// The soak: `cycles` create/start/exec/kill/delete cycles with 5 in flight, then an
+/// exact leak check against the host before them (processes, mount table, containerd's
+/// open fds, /run/kata*, /run/containerd/s, cgroups).
+fn soak(ctrd: &'static Containerd, cycles: usize) {
+    let before = host_state(ctrd);
+    let started = Instant::now();
+    let in_flight = 5;
+    let workers: Vec<_> = (0..in_flight)
+        .map(|w| {
+            std::thread::spawn(move || {
+                let runtime = ctrd.runtime();
+                for c in (w..cycles).step_by(in_flight) {
+                    let id = format!("soak{c}");
+                    let mut args: Vec<&str> = vec!["run", "-d"];
+                    args.extend(runtime.iter().map(String::as_str));
+                    args.extend(["docker.io/library/busybox:latest", &id, "sleep", "3600"]);
+                    let out = ctrd.ctr(&args);
+                    assert!(out.status.success(), "{id}: run -d: {}", text(&out.stderr));
+                    let exec_id = format!("{id}-exec");
+                    let out = ctrd.ctr(&["tasks", "exec", "--exec-id", &exec_id, &id, "echo", &id]);
+                    assert_eq!(
+                        text(&out.stdout),
+                        format!("{id}\n"),
+                        "{id}: exec: {}",
+                        text(&out.stderr)
+                    );
+                    let out = ctrd.ctr(&["tasks", "kill", "-s", "KILL", &id]);
+                    assert!(out.status.success(), "{id}: kill: {}", text(&out.stderr));
+                    let out = ctrd.ctr(&["tasks", "wait", &id]);
+                    assert!(out.status.success(), "{id}: wait: {}", text(&out.stderr));
+                    let out = ctrd.ctr(&["tasks", "rm", &id]);
+                    assert!(
+                        out.status.success(),
+                        "{id}: tasks rm: {}",
+                        text(&out.stderr)
+                    );
+                    let out = ctrd.ctr(&["containers", "rm", &id]);
+                    assert!(
+                        out.status.success(),
+                        "{id}: containers rm: {}",
+                        text(&out.stderr)
+                    );
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().expect("a soak worker failed");
+    }
+    let elapsed = started.elapsed();
+    // Shims exit and containerd closes its connections asynchronously: the host must
+    // come back to exactly where it was within a bound.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let after = host_state(ctrd);
+        if after == before {
+            break;
+        }
+        if Instant::now() >= deadline {
+            let gone = |a: &[String], b: &[String]| -> Vec<String> {
+                a.iter().filter(|x| !b.contains(x)).cloned().collect()
+            };
+            panic!(
+                "the soak leaked: new processes {:?}, new mounts {:?}, containerd fds {} -> {}, new run entries {:?}, new cgroups {:?} (and gone: processes {:?})",
+                gone(&after.processes, &before.processes),
+                gone(&after.mounts, &before.mounts),
+                before.containerd_fds,
+                after.containerd_fds,
+                gone(&after.run_dirs, &before.run_dirs),
+                gone(&after.cgroups, &before.cgroups),
+                gone(&before.processes, &after.processes),
+            );
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    println!(
+        "soak: {cycles} create/start/exec/kill/delete cycles, {in_flight} in flight, in {} s; no leak",
+        elapsed.as_secs()
     );
 }

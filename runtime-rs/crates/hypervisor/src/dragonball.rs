@@ -175,6 +175,14 @@ impl Hypervisor for Dragonball {
         }
     }
 
+    fn has_exited(&self) -> bool {
+        self.vmm
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_some_and(|(_, thread)| thread.is_finished())
+    }
+
     fn console_tail(&self, lines: usize) -> String {
         match &*self.console.lock().unwrap_or_else(|e| e.into_inner()) {
             Some(path) => dragonball::console::file_tail(path, lines),

@@ -98,6 +98,9 @@ pub trait Hypervisor: Send + Sync {
     async fn start(&self, spec: VmSpec) -> Result<(), HypervisorError>;
     /// Stops it; never waits longer than the driver's shutdown bound.
     async fn stop(&self) -> VmExit;
+    /// Whether the VM has already ended by itself (the guest powered off or panicked, a
+    /// backend such as virtiofsd died): then nothing in it can answer any more.
+    fn has_exited(&self) -> bool;
     /// The last `lines` lines of the guest console.
     fn console_tail(&self, lines: usize) -> String;
 }

@@ -430,8 +430,14 @@ impl Sandbox {
     /// removes the sandbox's host resources.
     pub async fn stop(&self, log: &Logger) {
         let trace = Trace::start(log, "sandbox stop", &self.id);
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.agent.destroy_sandbox()).await;
-        trace.phase("sandbox destroyed in the guest");
+        if self.backends.hypervisor.has_exited() {
+            // Nothing in the guest can answer: asking would only spend the bound.
+            slog::info!(log, "the sandbox VM had already ended"; "sandbox" => &self.id);
+        } else {
+            let _ =
+                tokio::time::timeout(Duration::from_secs(10), self.agent.destroy_sandbox()).await;
+            trace.phase("sandbox destroyed in the guest");
+        }
         match self.backends.hypervisor.stop().await {
             VmExit::Exited(code) => {
                 slog::info!(log, "sandbox VM stopped"; "sandbox" => &self.id, "vmm_exit" => code)

@@ -287,6 +287,20 @@ async fn the_vm_stops_with_the_last_container() {
     assert!(w.runtime.shutdown().await);
 }
 
+/// A VM that ended by itself (its virtiofsd died, the guest panicked) is not asked to
+/// destroy the sandbox: nothing there can answer, and asking would spend the whole
+/// agent bound before the host side is cleaned.
+#[tokio::test]
+async fn a_vm_that_ended_by_itself_is_stopped_without_asking_the_guest() {
+    let w = World::new("ended-vm", Setup::default());
+    w.create("sandbox").await.unwrap();
+    w.vm.ended.store(true, std::sync::atomic::Ordering::SeqCst);
+    w.runtime.delete("sandbox", "").await.unwrap();
+    assert_eq!(w.agent.count("DestroySandbox"), 0);
+    assert_eq!(w.vm.running(), 0);
+    assert!(w.host.is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_concurrent_first_creates_boot_one_vm() {
     let w = World::new("concurrent-create", Setup::default());

@@ -212,6 +212,8 @@ pub struct FakeVm {
     pub starts: AtomicUsize,
     pub stops: AtomicUsize,
     pub fail: bool,
+    /// The VM ended by itself (see [`Hypervisor::has_exited`]).
+    pub ended: std::sync::atomic::AtomicBool,
 }
 
 #[async_trait]
@@ -228,6 +230,9 @@ impl Hypervisor for FakeVm {
     async fn stop(&self) -> VmExit {
         self.stops.fetch_add(1, Ordering::SeqCst);
         VmExit::Exited(0)
+    }
+    fn has_exited(&self) -> bool {
+        self.ended.load(Ordering::SeqCst)
     }
     fn console_tail(&self, _: usize) -> String {
         "[    0.000000] Linux version 6.12".into()
