@@ -964,23 +964,44 @@ fn shim_killed(ctrd: &Containerd) {
             .spawn()
             .unwrap();
         let started = Instant::now();
+        let mut log = std::fs::File::open(&log_file).unwrap();
+        std::io::Seek::seek(&mut log, std::io::SeekFrom::Start(log_start)).unwrap();
+        let mut new_lines = String::new();
         // Wait for the phase in the shim's trace (or, for a running container, for ctr
-        // run -d to return), then kill the shim.
+        // run -d to return), then kill the shim. A start that outruns the poll (ctr run
+        // -d already returned) is killed running, and checked as such.
+        let mut running = phase.is_none();
         let shim = loop {
             assert!(
                 started.elapsed() < Duration::from_secs(180),
-                "{id}: phase {phase:?} not reached in 180 s"
+                "{id}: phase {phase:?} not reached in 180 s; containerd log tail:\n{}",
+                containerd_log_tail(ctrd, 30)
             );
-            let reached = match phase {
-                Some(p) => {
-                    let log = std::fs::read(&log_file).unwrap_or_default();
-                    let new = String::from_utf8_lossy(&log[log_start as usize..]).into_owned();
-                    new.lines()
-                        .any(|l| l.contains("trace") && l.contains(id) && l.contains(p))
+            let _ = std::io::Read::read_to_string(&mut log, &mut new_lines);
+            let reached = phase.is_some_and(|p| {
+                new_lines
+                    .lines()
+                    .any(|l| l.contains("\"trace\"") && l.contains(id) && l.contains(p))
+            });
+            let exited = run.try_wait().unwrap();
+            if !reached && let Some(status) = exited {
+                if !status.success() {
+                    let mut stderr = String::new();
+                    let _ =
+                        std::io::Read::read_to_string(run.stderr.as_mut().unwrap(), &mut stderr);
+                    panic!(
+                        "{id}: ctr run failed ({status}) before phase {phase:?}: {stderr}\ncontainerd log tail:\n{}",
+                        containerd_log_tail(ctrd, 30)
+                    );
                 }
-                None => run.try_wait().unwrap().is_some(),
-            };
-            if reached && let Some(pid) = shim_of(id) {
+                if !running {
+                    println!("fault {id}: the start outran the poll; killing it running");
+                    running = true;
+                }
+            }
+            if (reached || (running && exited.is_some()))
+                && let Some(pid) = shim_of(id)
+            {
                 break pid;
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -991,7 +1012,7 @@ fn shim_killed(ctrd: &Containerd) {
         )
         .unwrap();
         let killed = Instant::now();
-        if phase.is_some() {
+        if !running {
             while run.try_wait().unwrap().is_none() {
                 if killed.elapsed() > Duration::from_secs(60) {
                     let _ = run.kill();
@@ -1037,10 +1058,36 @@ fn shim_killed(ctrd: &Containerd) {
         );
         println!(
             "fault {id}: shim killed after {:?}; cleaned up {} ms after the kill",
-            phase.unwrap_or("start (container running)"),
+            if running {
+                "start (container running)"
+            } else {
+                phase.unwrap_or_default()
+            },
             killed.elapsed().as_millis()
         );
     }
+}
+
+/// The fault cases and a 5-cycle soak alone (`--ignored faults`), for working on them.
+#[test]
+#[ignore]
+fn faults() {
+    let ctrd = containerd();
+    shim_killed(ctrd);
+    soak(ctrd, 5);
+    ctrd.stop();
+}
+
+/// The soak alone (`make soak`: `--ignored soak`, `KATA_RV_SOAK_CYCLES`, default 200).
+#[test]
+#[ignore]
+fn soak_alone() {
+    let ctrd = containerd();
+    soak(
+        ctrd,
+        std::env::var("KATA_RV_SOAK_CYCLES").map_or(200, |v| v.parse().unwrap()),
+    );
+    ctrd.stop();
 }
 
 /// Cycles of the soak (`KATA_RV_SOAK_CYCLES`; 20 in `make test`, 200 in `make soak`).
