@@ -142,8 +142,13 @@ fn remove_entry(
         c_name.as_c_str(),
         OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
         Mode::empty(),
-    )
-    .map_err(|e| io(path, e))?;
+    );
+    let child = match child {
+        Ok(fd) => fd,
+        // Removed meanwhile (another cleanup of the same tree): nothing left to do.
+        Err(Errno::ENOENT) => return Ok(()),
+        Err(e) => return Err(io(path, e)),
+    };
     // The entry may have been swapped for a mount between the stat and the open.
     let opened = stat_at(child.as_fd(), c"").map_err(|e| io(path, e))?;
     if opened.mount_id != mount || opened.mount_root {

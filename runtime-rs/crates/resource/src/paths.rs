@@ -50,6 +50,10 @@ impl SandboxPaths {
 /// is ever deleted through a mount that could not be detached.
 pub fn remove_leftovers(sid: &str, log: Option<&Logger>) {
     let paths = SandboxPaths::new(sid);
+    // containerd may run two cleanups of one dead shim at once (its own, and the one a
+    // task delete triggers); two walks of one tree each stop at what the other removed
+    // and can leave it half done. One at a time, on a lock that leaves no file behind.
+    let _serialized = paths.run_dir.parent().and_then(lock_dir);
     let killed = crate::virtiofsd::kill_leftovers(&paths);
     if killed > 0
         && let Some(log) = log
@@ -70,6 +74,12 @@ pub fn remove_leftovers(sid: &str, log: Option<&Logger>) {
             slog::warn!(log, "sandbox cleanup left a path in place"; "sandbox" => sid, "error" => %e);
         }
     }
+}
+
+/// An exclusive flock on directory `dir`, held until the returned guard is dropped.
+fn lock_dir(dir: &Path) -> Option<nix::fcntl::Flock<std::fs::File>> {
+    let file = std::fs::File::open(dir).ok()?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).ok()
 }
 
 #[cfg(test)]
