@@ -305,11 +305,7 @@ fn ctr_runs_containers_in_microvms_and_leaves_nothing_behind() {
     // The external virtiofsd backend (shared_fs = "virtio-fs"), sandboxed: chrooted into
     // the share, under its seccomp filter. (Its default namespace sandbox pivot_roots,
     // which the test hosts' initramfs root does not allow.) It goes with the sandbox.
-    let virtiofsd = artifacts::out_dir(arch()).join("virtiofsd");
-    let extra = format!(
-        "shared_fs = \"virtio-fs\"\nvirtio_fs_daemon = \"{}\"\nvirtio_fs_extra_args = [\"--sandbox=chroot\"]",
-        virtiofsd.display()
-    );
+    let extra = virtiofsd_config();
     let config = kata_config(&ctrd.dir, "virtiofsd", &artifacts::kernel(arch()), &extra);
     let out = ctrd.run(
         "vfsd",
@@ -821,15 +817,20 @@ fn regressions(ctrd: &Containerd) {
     assert_no_container_record(ctrd, "badstart");
 }
 
+/// The `[hypervisor.dragonball]` keys of the external, sandboxed virtiofsd backend
+/// (chroot: the test hosts' initramfs root cannot be pivoted away from).
+fn virtiofsd_config() -> String {
+    format!(
+        "shared_fs = \"virtio-fs\"\nvirtio_fs_daemon = \"{}\"\nvirtio_fs_extra_args = [\"--sandbox=chroot\"]",
+        artifacts::out_dir(arch()).join("virtiofsd").display()
+    )
+}
+
 /// Fault: virtiofsd is SIGKILLed under a running container. The VMM ends the VM (the
 /// guest's file system is gone), the task exits within a bound instead of looking
 /// alive, and removing it leaves nothing.
 fn virtiofsd_killed_mid_run(ctrd: &Containerd) {
-    let virtiofsd = artifacts::out_dir(arch()).join("virtiofsd");
-    let extra = format!(
-        "shared_fs = \"virtio-fs\"\nvirtio_fs_daemon = \"{}\"\nvirtio_fs_extra_args = [\"--sandbox=chroot\"]",
-        virtiofsd.display()
-    );
+    let extra = virtiofsd_config();
     let config = kata_config(&ctrd.dir, "vfsd-fault", &artifacts::kernel(arch()), &extra);
     let runtime = ctrd.runtime();
     let mut args: Vec<&str> = vec!["run", "-d"];
@@ -935,11 +936,7 @@ fn shim_of(id: &str) -> Option<i32> {
 /// (no shim, VMM, virtiofsd, mount, dir, socket or cgroup), and the container's host
 /// volume is byte-identical.
 fn shim_killed(ctrd: &Containerd) {
-    let virtiofsd = artifacts::out_dir(arch()).join("virtiofsd");
-    let extra = format!(
-        "shared_fs = \"virtio-fs\"\nvirtio_fs_daemon = \"{}\"\nvirtio_fs_extra_args = [\"--sandbox=chroot\"]",
-        virtiofsd.display()
-    );
+    let extra = virtiofsd_config();
     let config = kata_config(&ctrd.dir, "shim-fault", &artifacts::kernel(arch()), &extra);
     let mut debug_config = std::fs::read_to_string(&config).unwrap();
     debug_config.push_str("enable_debug = true\n");
