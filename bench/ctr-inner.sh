@@ -14,13 +14,10 @@ PATH="$out:$PATH"; export PATH
 sed -e "s|@PREFIX@/share/kata-containers/[A-Za-z]*-dragonball|$kernel|" \
     -e "s|@PREFIX@/share/kata-containers/kata-containers-initrd.img|$out/kata-containers-initrd.img|" \
     "$root/configuration/configuration-dragonball-$arch.toml" > "$work/configuration.toml"
-printf 'version = 2\nroot = "%s/root"\nstate = "%s/state"\ndisabled_plugins = ["io.containerd.grpc.v1.cri"]\n[grpc]\n  address = "%s/c.sock"\n[ttrpc]\n  address = "%s/c.sock.ttrpc"\n' \
-  "$work" "$work" "$work" "$work" > "$work/containerd.toml"
-KATA_CONF_FILE="$work/configuration.toml" containerd --config "$work/containerd.toml" >"$work/containerd.log" 2>&1 &
-cpid=$!
+. "$root/bench/containerd-lib.sh"
+start_private_containerd
 trap 'kill $cpid 2>/dev/null; wait $cpid 2>/dev/null; rm -rf "$work"' EXIT
 i=0; while [ ! -S "$work/c.sock" ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
-ctr="ctr -a $work/c.sock"
 $ctr images import --all-platforms "$root/out/images/busybox-$arch.tar" >/dev/null
 image=docker.io/library/busybox:latest
 
@@ -33,19 +30,7 @@ time_run() { # runtime id [ctr run flags]
 }
 median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 
-runc_ok=0; runc_flags=""
-if command -v runc >/dev/null 2>&1; then
-  # runc cannot pivot_root out of an initramfs root (the riscv64 test host's): then it
-  # runs with --no-pivot (chroot), as it would on such a host.
-  if $ctr run --rm --runtime io.containerd.runc.v2 "$image" probe true >"$work/probe" 2>&1; then
-    runc_ok=1
-  elif $ctr run --rm --no-pivot --runtime io.containerd.runc.v2 "$image" probe2 true >"$work/probe" 2>&1; then
-    runc_ok=1; runc_flags="--no-pivot"
-    echo "bench ctr $arch: runc runs with --no-pivot (the test host's root is an initramfs)"
-  else
-    echo "bench ctr $arch: runc cannot run in this test host: $(head -c 300 "$work/probe")"
-  fi
-fi
+probe_runc "bench ctr $arch"
 : > "$work/kata.ms"; : > "$work/runc.ms"
 i=1
 while [ $i -le "$runs" ]; do

@@ -35,11 +35,8 @@ fi
 grep -q "^default_memory = $mem\$" "$work/configuration.toml" || { echo "$tag: could not set default_memory"; exit 1; }
 grep -q "^shared_fs = \"$shared_fs\"\$" "$work/configuration.toml" || { echo "$tag: could not set shared_fs"; exit 1; }
 
-printf 'version = 2\nroot = "%s/root"\nstate = "%s/state"\ndisabled_plugins = ["io.containerd.grpc.v1.cri"]\n[grpc]\n  address = "%s/c.sock"\n[ttrpc]\n  address = "%s/c.sock.ttrpc"\n' \
-  "$work" "$work" "$work" "$work" > "$work/containerd.toml"
-KATA_CONF_FILE="$work/configuration.toml" containerd --config "$work/containerd.toml" >"$work/containerd.log" 2>&1 &
-cpid=$!
-ctr="ctr -a $work/c.sock"
+. "$root/bench/containerd-lib.sh"
+start_private_containerd
 : > "$work/ids"
 
 # Every sandbox started here goes, whatever happens: tasks killed, then deleted (which

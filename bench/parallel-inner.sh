@@ -34,11 +34,8 @@ if [ "$agent_s" != 0 ]; then
 fi
 agent_conf=$(awk -F' = ' '/^reconnect_timeout_ms|^create_container_timeout/ {printf "%s%s %s", sep, $1, $2; sep = ", "}' "$work/configuration.toml")
 echo "$tag: agent timeouts: $agent_conf (AGENT_TIMEOUT_S=$agent_s; the shipped configuration has 60000 ms and 30 s)"
-printf 'version = 2\nroot = "%s/root"\nstate = "%s/state"\ndisabled_plugins = ["io.containerd.grpc.v1.cri"]\n[grpc]\n  address = "%s/c.sock"\n[ttrpc]\n  address = "%s/c.sock.ttrpc"\n' \
-  "$work" "$work" "$work" "$work" > "$work/containerd.toml"
-KATA_CONF_FILE="$work/configuration.toml" containerd --config "$work/containerd.toml" >"$work/containerd.log" 2>&1 &
-cpid=$!
-ctr="ctr -a $work/c.sock"
+. "$root/bench/containerd-lib.sh"
+start_private_containerd
 : > "$work/ids"
 
 # Removes the containers named in $work/ids (and forgets them): tasks killed, then
@@ -92,19 +89,7 @@ i=0; while [ ! -S "$work/c.sock" ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1))
 $ctr images import --all-platforms "$root/out/images/busybox-$arch.tar" >/dev/null
 image=docker.io/library/busybox:latest
 
-runc_ok=0; runc_flags=""
-if command -v runc >/dev/null 2>&1; then
-  # runc cannot pivot_root out of an initramfs root (the riscv64 test host's): then it
-  # runs with --no-pivot (chroot), as it would on such a host.
-  if $ctr run --rm --runtime io.containerd.runc.v2 "$image" probe true >"$work/probe" 2>&1; then
-    runc_ok=1
-  elif $ctr run --rm --no-pivot --runtime io.containerd.runc.v2 "$image" probe2 true >"$work/probe" 2>&1; then
-    runc_ok=1; runc_flags="--no-pivot"
-    echo "$tag: runc runs with --no-pivot (the test host's root is an initramfs)"
-  else
-    echo "$tag: runc cannot run in this test host: $(head -c 300 "$work/probe")"
-  fi
-fi
+probe_runc "$tag"
 kinds="kata"; if [ $runc_ok = 1 ]; then kinds="kata runc"; fi
 runtime_of() { if [ "$1" = kata ]; then echo io.containerd.kata.v2; else echo io.containerd.runc.v2; fi; }
 flags_of() { if [ "$1" = kata ]; then echo ""; else echo "$runc_flags"; fi; }

@@ -1,0 +1,28 @@
+# Sourced by the bench inner scripts (POSIX sh): a private containerd in $work, and the
+# runc baseline probe.
+
+# Starts containerd (CRI off) with the kata-rv configuration $work/configuration.toml;
+# sets cpid and ctr.
+start_private_containerd() {
+  printf 'version = 2\nroot = "%s/root"\nstate = "%s/state"\ndisabled_plugins = ["io.containerd.grpc.v1.cri"]\n[grpc]\n  address = "%s/c.sock"\n[ttrpc]\n  address = "%s/c.sock.ttrpc"\n' \
+    "$work" "$work" "$work" "$work" > "$work/containerd.toml"
+  KATA_CONF_FILE="$work/configuration.toml" containerd --config "$work/containerd.toml" >"$work/containerd.log" 2>&1 &
+  cpid=$!
+  ctr="ctr -a $work/c.sock"
+}
+
+# Sets runc_ok (1 when runc runs here) and runc_flags; messages start with $1. runc
+# cannot pivot_root out of an initramfs root (the riscv64 test host's): then it runs
+# with --no-pivot (chroot), as it would on such a host.
+probe_runc() {
+  runc_ok=0; runc_flags=""
+  command -v runc >/dev/null 2>&1 || return 0
+  if $ctr run --rm --runtime io.containerd.runc.v2 "$image" probe true >"$work/probe" 2>&1; then
+    runc_ok=1
+  elif $ctr run --rm --no-pivot --runtime io.containerd.runc.v2 "$image" probe2 true >"$work/probe" 2>&1; then
+    runc_ok=1; runc_flags="--no-pivot"
+    echo "$1: runc runs with --no-pivot (the test host's root is an initramfs)"
+  else
+    echo "$1: runc cannot run in this test host: $(head -c 300 "$work/probe")"
+  fi
+}
