@@ -92,6 +92,7 @@ pub struct Container {
     program: String,
     pid_ns: PidNamespace,
     joined_namespaces: Vec<(&'static str, CloneFlags)>,
+    seccomp: Option<crate::seccomp::SeccompPlan>,
 }
 
 /// The PID namespace a container's processes live in.
@@ -209,6 +210,7 @@ fn describe_failure(
         Step::Unshare => "creating namespaces".into(),
         Step::PivotRoot => "pivot_root into root.path".into(),
         Step::ReadonlyRoot => "making root.readonly".into(),
+        Step::Seccomp => format!("installing linux.seccomp (BPF program {index})"),
         other => format!("{other:?}"),
     };
     format!("{what}: {}", failure.errno)
@@ -300,6 +302,13 @@ impl Container {
                 )));
             }
         }
+        // A bad profile is refused before anything exists.
+        let seccomp = spec
+            .Linux
+            .as_ref()
+            .and_then(|l| l.Seccomp.as_ref())
+            .map(|profile| crate::seccomp::compile(profile).map_err(AgentError::invalid))
+            .transpose()?;
         let pod_join = pod.as_ref().map(PodSandbox::open).transpose()?;
         let resources = spec.Linux.as_ref().and_then(|l| l.Resources.as_ref());
         let mut guard = CreateGuard {
@@ -351,6 +360,7 @@ impl Container {
         let procs = cgroup.as_ref().map(Cgroup::procs_file);
         let mut process_setup = plan::process_setup(process, procs.as_deref(), child_stdio)
             .map_err(AgentError::invalid)?;
+        process_setup.seccomp = seccomp.clone();
         let spawned = spawn::spawn(
             reaper,
             Some(&setup),
@@ -425,6 +435,7 @@ impl Container {
             program: process.Args.first().cloned().unwrap_or_default(),
             pid_ns,
             joined_namespaces,
+            seccomp,
         })
     }
 
@@ -547,6 +558,8 @@ impl Container {
         let procs = self.cgroup.as_ref().map(Cgroup::procs_file);
         let mut setup = plan::process_setup(process, procs.as_deref(), child_stdio)
             .map_err(AgentError::invalid)?;
+        // An exec runs under its container's profile, as with runc.
+        setup.seccomp = self.seccomp.clone();
         let spawned = spawn::spawn(reaper, None, Some(&join), &mut setup, false)
             .map_err(|e| AgentError::internal(format!("forking exec '{exec_id}': {e}")))?;
         let (outcome, _) = report(spawned.report).await;

@@ -139,7 +139,7 @@ pub fn details(mem_block_size: bool) -> GuestDetailsResponse {
                 .iter()
                 .map(|d| d.to_string())
                 .collect(),
-            supports_seccomp: false,
+            supports_seccomp: true,
             ..Default::default()
         })
         .into(),

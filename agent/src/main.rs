@@ -21,6 +21,7 @@ mod plan;
 mod reaper;
 mod rpc;
 mod sandbox;
+mod seccomp;
 mod spawn;
 mod stdio;
 mod storage;

@@ -577,6 +577,7 @@ pub fn process_setup(
             .transpose()?,
         stdio: Some(stdio),
         console_size,
+        seccomp: None,
     })
 }
 

@@ -156,6 +156,8 @@ pub struct ProcessSetup {
     pub stdio: Option<ChildStdio>,
     /// Window size for a pty (rows, cols).
     pub console_size: Option<(u16, u16)>,
+    /// The container's compiled seccomp profile.
+    pub seccomp: Option<crate::seccomp::SeccompPlan>,
 }
 
 /// Where a child failed, for error messages.
@@ -214,12 +216,14 @@ pub enum Step {
     Start,
     /// The exec itself.
     Exec,
+    /// Installing the seccomp profile (index: which of its programs).
+    Seccomp,
 }
 
 impl Step {
     fn from_u32(value: u32) -> Option<Self> {
         use Step::*;
-        const ALL: [Step; 26] = [
+        const ALL: [Step; 27] = [
             Cgroup,
             Unshare,
             Setns,
@@ -246,6 +250,7 @@ impl Step {
             Cwd,
             Start,
             Exec,
+            Seccomp,
         ];
         ALL.into_iter().find(|step| *step as u32 == value)
     }
@@ -819,6 +824,15 @@ fn set_credentials(process: &ProcessSetup, report: RawFd) {
     }
 }
 
+/// Installs the container's seccomp programs, if it has a profile.
+fn apply_seccomp(process: &ProcessSetup, report: RawFd) {
+    if let Some(plan) = &process.seccomp
+        && let Err((index, errno)) = crate::seccomp::install(plan)
+    {
+        fail(report, Step::Seccomp, index, errno);
+    }
+}
+
 /// A container's program must be runnable when it is created (as with runc), so that a
 /// missing executable fails Create, not Start: the first candidate that exists decides,
 /// as in the exec loop below.
@@ -924,6 +938,11 @@ fn child_main(
     if rc < 0 && last_errno() != libc::EEXIST {
         fail(report, Step::Cwd, 0, last_errno());
     }
+    if !process.no_new_privs {
+        // Without no_new_privs installing a filter takes CAP_SYS_ADMIN: before the
+        // credentials drop it.
+        apply_seccomp(process, report);
+    }
     set_credentials(process, report);
     // SAFETY: see the note above mount_raw.
     check(report, Step::Cwd, 1, unsafe {
@@ -960,6 +979,10 @@ fn child_main(
     let mut envp: [*const libc::c_char; 1024] = [std::ptr::null(); 1024];
     for (slot, var) in envp.iter_mut().zip(process.envp.iter().take(1023)) {
         *slot = var.as_ptr();
+    }
+    if process.no_new_privs {
+        // As late as possible: only execve runs under the filter.
+        apply_seccomp(process, report);
     }
     let mut errno = libc::ENOENT;
     for candidate in &process.exec_candidates {

@@ -320,6 +320,19 @@ pub fn message(result: ttrpc::Result<()>) -> String {
     }
 }
 
+/// A seccomp profile that allows everything but `names`, which fail with EPERM.
+pub fn seccomp_denying(names: &[&str]) -> oci::LinuxSeccomp {
+    oci::LinuxSeccomp {
+        DefaultAction: "SCMP_ACT_ALLOW".into(),
+        Syscalls: vec![oci::LinuxSyscall {
+            Names: names.iter().map(|n| n.to_string()).collect(),
+            Action: "SCMP_ACT_ERRNO".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
 /// Where one run keeps its rootfs, as seen by the test and by the agent.
 pub struct Rootfs {
     /// The directory the agent sees as root.path.
@@ -383,6 +396,34 @@ pub async fn lifecycle_scenarios(client: &AgentClient, rootfs: &Rootfs) {
         "rshared: status {status}, root mount '{out}', {}",
         String::from_utf8_lossy(&err)
     );
+
+    // A seccomp profile (deny-list: mkdir and mkdirat fail with EPERM) is installed,
+    // before the credentials drop and, with noNewPrivileges, right before execve.
+    for no_new_privs in [false, true] {
+        let mut confined = spec(
+            root,
+            process(&["sh", "-c", "mkdir /tmp/denied; echo rc=$?"], false),
+        );
+        confined.Process.as_mut().unwrap().NoNewPrivileges = no_new_privs;
+        confined.Linux.as_mut().unwrap().Seccomp =
+            Some(seccomp_denying(&["mkdir", "mkdirat"])).into();
+        let (status, out, err) = run(client, "seccomp", confined).await;
+        let err = String::from_utf8_lossy(&err);
+        assert_eq!(
+            (status, out.as_slice()),
+            (0, &b"rc=1\n"[..]),
+            "seccomp (noNewPrivileges {no_new_privs}): {err}"
+        );
+        assert!(err.contains("Operation not permitted"), "seccomp: {err}");
+    }
+    // A profile the agent cannot install is refused, naming the field.
+    let mut notify = spec(root, process(&["true"], false));
+    let mut profile = seccomp_denying(&["mkdir"]);
+    profile.Syscalls[0].Action = "SCMP_ACT_NOTIFY".into();
+    notify.Linux.as_mut().unwrap().Seccomp = Some(profile).into();
+    let (refused, said) = refusal(create(client, "seccomp-notify", notify).await);
+    assert_eq!(refused, ttrpc::Code::INVALID_ARGUMENT, "{said}");
+    assert!(said.contains("linux.seccomp.syscalls[0].action"), "{said}");
 
     // SIGKILL → 137, and killing again is fine.
     create(

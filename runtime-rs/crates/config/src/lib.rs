@@ -247,10 +247,10 @@ pub struct Runtime {
     /// (it has no CPU or memory hotplug), as Kata does when this is true.
     #[serde(default)]
     pub static_sandbox_resource_mgmt: bool,
-    /// Run containers whose spec has a `linux.seccomp` profile without it: the guest
-    /// agent does not apply seccomp (default true, as in Kata; each such container is
-    /// logged). False refuses those containers instead of running them unconfined.
-    #[serde(default = "default_true")]
+    /// Run containers whose spec has a `linux.seccomp` profile without it (each such
+    /// container is logged). Default false: the guest agent installs the profile (Kata
+    /// defaults to true, running them unconfined).
+    #[serde(default)]
     pub disable_guest_seccomp: bool,
     /// Keep a failed sandbox's files for debugging.
     #[serde(default)]

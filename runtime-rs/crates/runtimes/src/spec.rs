@@ -13,6 +13,64 @@ pub const GUEST_SHARE: &str = "/run/kata-containers/shared/containers";
 
 pub use kata_resource::ShareBind;
 
+/// An oci-spec enum by its spec name (`SCMP_ACT_ALLOW`, ...): its serde form, which is
+/// what config.json spells.
+fn spec_name(value: serde_json::Result<serde_json::Value>) -> String {
+    value
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// `linux.seccomp` as the agent API has it; the agent compiles and installs it.
+fn seccomp(profile: &oci::LinuxSeccomp) -> pb::LinuxSeccomp {
+    pb::LinuxSeccomp {
+        DefaultAction: spec_name(serde_json::to_value(profile.default_action())),
+        DefaultErrnoRet: profile.default_errno_ret().unwrap_or(0),
+        Architectures: profile
+            .architectures()
+            .iter()
+            .flatten()
+            .map(|a| spec_name(serde_json::to_value(a)))
+            .collect(),
+        Flags: profile
+            .flags()
+            .iter()
+            .flatten()
+            .map(|f| spec_name(serde_json::to_value(f)))
+            .collect(),
+        Syscalls: profile
+            .syscalls()
+            .iter()
+            .flatten()
+            .map(|call| {
+                let mut wire = pb::LinuxSyscall {
+                    Names: call.names().clone(),
+                    Action: spec_name(serde_json::to_value(call.action())),
+                    Args: call
+                        .args()
+                        .iter()
+                        .flatten()
+                        .map(|arg| pb::LinuxSeccompArg {
+                            Index: arg.index() as u64,
+                            Value: arg.value(),
+                            ValueTwo: arg.value_two().unwrap_or(0),
+                            Op: spec_name(serde_json::to_value(arg.op())),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                };
+                if let Some(errno) = call.errno_ret() {
+                    wire.set_errnoret(errno);
+                }
+                wire
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
 /// The guest spec plus the binds the host must set up before sending it.
 #[derive(Debug)]
 pub struct GuestSpec {
@@ -277,6 +335,7 @@ pub fn for_guest(spec: &oci::Spec, id: &str) -> Result<GuestSpec, SpecError> {
         RootfsPropagation: linux
             .and_then(|l| l.rootfs_propagation().clone())
             .unwrap_or_default(),
+        Seccomp: linux.and_then(|l| l.seccomp().as_ref()).map(seccomp).into(),
         ..Default::default()
     };
     let annotations: HashMap<String, String> = spec

@@ -199,7 +199,12 @@ impl Runtime {
         }
         let sandbox = match existing {
             Some(sandbox) => {
-                check_guest_seccomp(id, &oci, sandbox.drops_guest_seccomp, &self.log())?;
+                check_guest_seccomp(
+                    id,
+                    &mut guest.spec,
+                    sandbox.drops_guest_seccomp,
+                    &self.log(),
+                );
                 sandbox.check_fits(id, &oci)?;
                 sandbox
             }
@@ -219,7 +224,12 @@ impl Runtime {
             }
             None => {
                 let config = load_config()?;
-                check_guest_seccomp(id, &oci, config.runtime.disable_guest_seccomp, &self.log())?;
+                check_guest_seccomp(
+                    id,
+                    &mut guest.spec,
+                    config.runtime.disable_guest_seccomp,
+                    &self.log(),
+                );
                 let pod = PodSetup::from_spec(&oci);
                 // Refuse a bad size, or a container bigger than its own VM, before the
                 // VM exists.
@@ -360,32 +370,18 @@ impl Runtime {
     }
 }
 
-/// A container whose spec carries a seccomp profile: the guest agent cannot apply it, so
-/// it runs without one only where `disable_guest_seccomp` says so (logged), and is
-/// refused with FAILED_PRECONDITION otherwise, never confined less than asked silently.
+/// A container whose spec carries a seccomp profile: the guest agent compiles and
+/// installs it, unless `disable_guest_seccomp` says to run such containers without one
+/// (Kata's switch): then it is taken out of the guest spec, and that is logged.
 fn check_guest_seccomp(
     id: &str,
-    spec: &oci_spec::runtime::Spec,
+    guest: &mut kata_agent_protocols::oci::Spec,
     dropped: bool,
     log: &slog::Logger,
-) -> RuntimeResult<()> {
-    if spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.seccomp().as_ref())
-        .is_none()
-    {
-        return Ok(());
+) {
+    let linux = guest.Linux.mut_or_insert_default();
+    if dropped && linux.Seccomp.is_some() {
+        slog::warn!(log, "linux.seccomp dropped: disable_guest_seccomp = true"; "container" => id);
+        linux.Seccomp.clear();
     }
-    if dropped {
-        slog::warn!(log, "linux.seccomp ignored: the guest agent does not apply seccomp (disable_guest_seccomp = true)"; "container" => id);
-        return Ok(());
-    }
-    Err(RuntimeError::new(
-        Code::FailedPrecondition,
-        format!(
-            "container {id}: linux.seccomp: the guest agent cannot apply seccomp profiles; \
-             set [runtime] disable_guest_seccomp = true to run such containers without one"
-        ),
-    ))
 }
