@@ -6,7 +6,7 @@
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use kata_rv_e2e::memory_cgroup_dir;
@@ -19,16 +19,73 @@ fn arch() -> Arch {
 /// The private containerd of this test run.
 struct Containerd {
     dir: PathBuf,
-    child: Child,
+    /// The daemon; a fault case replaces it when it kills and restarts containerd.
+    child: Mutex<Child>,
 }
 
 impl Containerd {
     /// Stops containerd and removes its directory (the instance is a static: no Drop).
     fn stop(&self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let pid = nix::unistd::Pid::from_raw(self.pid());
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         let _ = nix::sys::wait::waitpid(pid, None);
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+
+    /// The daemon's pid.
+    fn pid(&self) -> i32 {
+        self.child.lock().unwrap().id() as i32
+    }
+
+    /// Starts containerd on the config in `dir` (its output appended to
+    /// `containerd.log`) and waits until it answers.
+    fn spawn(dir: &Path) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("containerd.log"))
+            .unwrap();
+        let mut child = Command::new(tool("containerd"))
+            .arg("--config")
+            .arg(dir.join("config.toml"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("starting containerd");
+        let started = Instant::now();
+        loop {
+            // A socket left by a killed containerd exists before the new one listens.
+            let answered = Command::new(tool("ctr"))
+                .arg("-a")
+                .arg(dir.join("containerd.sock"))
+                .arg("version")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if answered {
+                return child;
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!(
+                    "containerd exited at start ({status}); see {}",
+                    dir.join("containerd.log").display()
+                );
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "containerd did not answer in 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// SIGKILLs containerd (a crash) and starts it again on the same root and state.
+    fn kill_and_restart(&self) {
+        let mut child = self.child.lock().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        *child = Containerd::spawn(&self.dir);
     }
 }
 
@@ -75,19 +132,8 @@ fn containerd() -> &'static Containerd {
         );
         std::fs::write(dir.join("config.toml"), config).unwrap();
         kata_config(&dir, "kata", &artifacts::kernel(arch()), "");
-        let log = std::fs::File::create(dir.join("containerd.log")).unwrap();
-        let child = Command::new(tool("containerd"))
-            .arg("--config")
-            .arg(dir.join("config.toml"))
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("starting containerd");
-        let started = Instant::now();
-        while !dir.join("containerd.sock").exists() {
-            assert!(started.elapsed() < Duration::from_secs(30), "containerd did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let _ = std::fs::remove_file(dir.join("containerd.log"));
+        let child = Mutex::new(Containerd::spawn(&dir));
         let image = artifacts::out_dir(arch()).parent().unwrap().join(format!("images/busybox-{}.tar", arch().name()));
         let this = Containerd { dir, child };
         let out = this.ctr(&["images", "import", "--all-platforms", image.to_str().unwrap()]);
@@ -465,8 +511,10 @@ fn ctr_runs_containers_in_microvms_and_leaves_nothing_behind() {
 
     bad_input(ctrd);
     regressions(ctrd);
+    seccomp_profiles(ctrd);
     virtiofsd_killed_mid_run(ctrd);
     shim_killed(ctrd);
+    other_faults(ctrd);
     soak(ctrd, soak_cycles());
     assert_eq!(
         sockets_of_this_run(),
@@ -929,6 +977,371 @@ fn shim_of(id: &str) -> Option<i32> {
         .and_then(|s| s.split(':').next()?.parse().ok())
 }
 
+/// Seccomp in the guest: `--seccomp` (containerd's default profile, what Kubernetes'
+/// RuntimeDefault is) confines the container; a custom profile denying mkdir confines
+/// the init and an exec alike.
+fn seccomp_profiles(ctrd: &Containerd) {
+    let out = ctrd.run(
+        "seccomp-default",
+        &["--seccomp"],
+        &["grep", "^Seccomp:", "/proc/self/status"],
+    );
+    assert_eq!(
+        text(&out.stdout).split_whitespace().collect::<Vec<_>>(),
+        ["Seccomp:", "2"],
+        "stderr: {}",
+        text(&out.stderr)
+    );
+    assert_nothing_left("seccomp-default");
+
+    let profile = ctrd.dir.join("deny-mkdir.json");
+    std::fs::write(
+        &profile,
+        r#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}]}"#,
+    )
+    .unwrap();
+    let id = "seccomp-custom";
+    let runtime = ctrd.runtime();
+    let mut args: Vec<&str> = vec!["run", "-d"];
+    args.extend(runtime.iter().map(String::as_str));
+    args.extend(["--seccomp", "--seccomp-profile", profile.to_str().unwrap()]);
+    args.extend(["docker.io/library/busybox:latest", id, "sleep", "3600"]);
+    let out = ctrd.ctr(&args);
+    assert!(out.status.success(), "{id}: run -d: {}", text(&out.stderr));
+    let out = ctrd.ctr(&[
+        "tasks",
+        "exec",
+        "--exec-id",
+        "confined",
+        id,
+        "sh",
+        "-c",
+        "mkdir /tmp/x 2>&1; echo rc=$?; grep ^Seccomp: /proc/1/status /proc/self/status",
+    ]);
+    let said = text(&out.stdout);
+    assert!(
+        said.contains("Operation not permitted")
+            && said.contains("rc=1")
+            && said.matches("Seccomp:\t2").count() == 2,
+        "{id}: {said} {}",
+        text(&out.stderr)
+    );
+    remove_and_check(ctrd, id);
+}
+
+/// A configuration `name` whose shim logs at debug level (so the start-path trace reaches
+/// containerd's log), with `extra` lines for the hypervisor section.
+fn debug_config(ctrd: &Containerd, name: &str, extra: &str) -> PathBuf {
+    let config = kata_config(&ctrd.dir, name, &artifacts::kernel(arch()), extra);
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("enable_debug = true\n");
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
+/// Waits up to `bound` for `run` (a ctr) to exit and returns its output.
+fn output_within(mut run: std::process::Child, bound: Duration, what: &str) -> Output {
+    let started = Instant::now();
+    while run.try_wait().unwrap().is_none() {
+        if started.elapsed() > bound {
+            let _ = run.kill();
+            panic!("{what}: ctr still running after {} s", bound.as_secs());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    run.wait_with_output().unwrap()
+}
+
+/// Whether `ctr tasks ls` shows task `id` RUNNING.
+fn task_running(ctrd: &Containerd, id: &str) -> bool {
+    text(&ctrd.ctr(&["tasks", "ls"]).stdout)
+        .lines()
+        .any(|l| l.split_whitespace().next() == Some(id) && l.contains("RUNNING"))
+}
+
+/// Removes task and container `id` (`tasks rm -f`, `containers rm`), retrying within
+/// 60 s while the shim is still busy with a start that lost its caller, then checks that
+/// nothing of it is left.
+fn remove_and_check(ctrd: &Containerd, id: &str) {
+    let started = Instant::now();
+    loop {
+        let _ = ctrd.ctr(&["tasks", "rm", "-f", id]);
+        let out = ctrd.ctr(&["containers", "rm", id]);
+        let listed = text(&ctrd.ctr(&["containers", "ls", "-q"]).stdout);
+        if out.status.success() || !listed.lines().any(|l| l.trim() == id) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{id}: not removable within 60 s: {}",
+            text(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_nothing_left(id);
+    assert_no_container_record(ctrd, id);
+}
+
+/// Fault: containerd SIGKILLed in the middle of a start (the shim's trace reports the VM
+/// started) and started again on the same state. ctr run fails with an error; the
+/// restarted containerd takes the surviving shim back (its log FIFO and the ttrpc
+/// connection lost their peer), and removing the task and container leaves nothing.
+fn containerd_killed_mid_create(ctrd: &Containerd) {
+    let config = debug_config(ctrd, "ctrd-fault", "");
+    let id = "ck-create";
+    let (run, running, _) =
+        run_until_phase(ctrd, &config, id, &[], "sleep 3600", Some("vm started"));
+    let killed = Instant::now();
+    ctrd.kill_and_restart();
+    let out = output_within(run, Duration::from_secs(60), id);
+    assert!(
+        running || (!out.status.success() && !out.stderr.is_empty()),
+        "{id}: ctr run must fail with an error when containerd dies: {:?} {}",
+        out.status,
+        text(&out.stderr)
+    );
+    println!(
+        "fault {id}: containerd killed after \"vm started\"; ctr said: {}; restarted in {} ms",
+        text(&out.stderr).trim(),
+        killed.elapsed().as_millis()
+    );
+    remove_and_check(ctrd, id);
+}
+
+/// Fault: containerd SIGKILLed under a running container that keeps writing to stdout,
+/// and restarted: the shim's log FIFO and the container's stdio lose their reader. The
+/// shim lives on: the task is still RUNNING, exec works, the shim's log reaches the new
+/// containerd, and removing it leaves nothing.
+fn containerd_killed_while_running(ctrd: &Containerd) {
+    let config = debug_config(ctrd, "ctrd-fault", "");
+    let id = "ck-running";
+    let script = "while :; do echo tick; sleep 0.1; done";
+    let (run, _, shim) = run_until_phase(ctrd, &config, id, &[], script, None);
+    let out = output_within(run, Duration::from_secs(60), id);
+    assert!(out.status.success(), "{id}: run -d: {}", text(&out.stderr));
+    ctrd.kill_and_restart();
+    let log_file = ctrd.dir.join("containerd.log");
+    let restarted_at = std::fs::metadata(&log_file).unwrap().len();
+    assert_eq!(
+        shim_of(id),
+        Some(shim),
+        "{id}: the shim died with containerd"
+    );
+    assert!(
+        task_running(ctrd, id),
+        "{id}: not RUNNING after the restart"
+    );
+    let out = ctrd.ctr(&[
+        "tasks",
+        "exec",
+        "--exec-id",
+        "after-restart",
+        id,
+        "echo",
+        "alive",
+    ]);
+    assert_eq!(
+        text(&out.stdout),
+        "alive\n",
+        "{id}: exec after the restart: {}",
+        text(&out.stderr)
+    );
+    let log = std::fs::read(&log_file).unwrap();
+    let since = text(&log[restarted_at as usize..]);
+    assert!(
+        since
+            .lines()
+            .any(|l| l.contains("\"level\"") && l.contains("after-restart")),
+        "{id}: no shim log line reached the restarted containerd: {since}"
+    );
+    remove_and_check(ctrd, id);
+    println!(
+        "fault {id}: containerd killed and restarted under a running container; the shim served exec after it"
+    );
+}
+
+/// Fault: the reader of a container's stdout FIFO (a foreground ctr run) is SIGKILLed
+/// while the container writes: the shim survives, the task stays RUNNING and takes an
+/// exec, and removing it leaves nothing.
+fn stdio_reader_killed(ctrd: &Containerd) {
+    let id = "ck-stdio";
+    let runtime = ctrd.runtime();
+    let mut args: Vec<&str> = vec!["run"];
+    args.extend(runtime.iter().map(String::as_str));
+    args.extend(["docker.io/library/busybox:latest", id, "sh", "-c"]);
+    args.push("while :; do echo tick; done");
+    let mut run = ctrd
+        .command(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 5];
+    run.stdout.as_mut().unwrap().read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"tick\n");
+    run.kill().unwrap();
+    run.wait().unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        shim_of(id).is_some(),
+        "{id}: the shim died with its stdout reader"
+    );
+    assert!(
+        task_running(ctrd, id),
+        "{id}: not RUNNING after its stdout reader died"
+    );
+    let out = ctrd.ctr(&[
+        "tasks",
+        "exec",
+        "--exec-id",
+        "after-reader",
+        id,
+        "echo",
+        "alive",
+    ]);
+    assert_eq!(
+        text(&out.stdout),
+        "alive\n",
+        "{id}: exec: {}",
+        text(&out.stderr)
+    );
+    remove_and_check(ctrd, id);
+    println!("fault {id}: the stdout reader killed; the shim and the container lived on");
+}
+
+/// Fault: the guest kernel panics under a running container (global OOM with
+/// `vm.panic_on_oom`, set on the guest command line). The guest reboots, which ends the
+/// VM (`panic=-1`); the task is reported stopped within a bound and removing it leaves
+/// nothing. The agent is the guest's PID 1, so an agent that exits is this same panic
+/// ("Attempted to kill init").
+fn guest_kernel_panic(ctrd: &Containerd) {
+    let extra = "kernel_params = \"sysctl.vm.overcommit_memory=1 sysctl.vm.panic_on_oom=2\"";
+    let config = kata_config(&ctrd.dir, "panic-fault", &artifacts::kernel(arch()), extra);
+    let id = "gk-panic";
+    let script = "sleep 1; x=0123456789abcdef; while :; do x=$x$x; done";
+    let (run, _, _) = run_until_phase(ctrd, &config, id, &[], script, None);
+    let out = output_within(run, Duration::from_secs(60), id);
+    assert!(out.status.success(), "{id}: run -d: {}", text(&out.stderr));
+    let started = Instant::now();
+    wait_stopped(
+        ctrd,
+        id,
+        Duration::from_secs(180),
+        "after the guest kernel panicked",
+    );
+    println!(
+        "fault {id}: guest kernel panic; task stopped {} ms after the start returned",
+        started.elapsed().as_millis()
+    );
+    remove_and_check(ctrd, id);
+}
+
+/// Fault: a guest whose agent never answers the shim's hybrid-vsock handshake (it listens
+/// on another port): the start fails once `reconnect_timeout_ms` runs out, with an error
+/// that names the agent, and leaves nothing.
+fn agent_never_answers(ctrd: &Containerd) {
+    let extra = "kernel_params = \"agent.server_addr=vsock://-1:1100\"";
+    let config = kata_config(&ctrd.dir, "mute-fault", &artifacts::kernel(arch()), extra);
+    let text_config = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(AGENT_WAIT, "reconnect_timeout_ms = 15000");
+    std::fs::write(&config, text_config).unwrap();
+    let id = "mute-agent";
+    let started = Instant::now();
+    let out = ctrd.run(
+        id,
+        &["--runtime-config-path", config.to_str().unwrap()],
+        &["true"],
+    );
+    let took = started.elapsed();
+    assert!(!out.status.success(), "{id}: the start must fail");
+    let said = text(&out.stderr);
+    assert!(
+        said.contains("agent"),
+        "{id}: the error must name the agent: {said}"
+    );
+    assert!(
+        took < Duration::from_secs(240),
+        "{id}: failed only after {} s",
+        took.as_secs()
+    );
+    println!(
+        "fault {id}: start failed after {} ms: {}",
+        took.as_millis(),
+        said.trim()
+    );
+    remove_and_check(ctrd, id);
+}
+
+/// Starts `ctr run -d` of container `id` under `config` (with `flags`, running
+/// `sh -c script`) and watches this run's containerd log until the shim's debug trace
+/// reports `phase` done for `id` (`None`: until ctr returns, the container running).
+/// Returns ctr, whether the container is already running (a start that outran the poll
+/// counts as running), and the shim's pid.
+fn run_until_phase(
+    ctrd: &Containerd,
+    config: &Path,
+    id: &str,
+    flags: &[&str],
+    script: &str,
+    phase: Option<&str>,
+) -> (std::process::Child, bool, i32) {
+    let log_file = ctrd.dir.join("containerd.log");
+    let log_start = std::fs::metadata(&log_file).map(|m| m.len()).unwrap_or(0);
+    let runtime = ctrd.runtime();
+    let mut args: Vec<&str> = vec!["run", "-d"];
+    args.extend(runtime[..2].iter().map(String::as_str));
+    args.extend(["--runtime-config-path", config.to_str().unwrap()]);
+    args.extend_from_slice(flags);
+    args.extend(["docker.io/library/busybox:latest", id, "sh", "-c", script]);
+    let mut run = ctrd
+        .command(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let mut log = std::fs::File::open(&log_file).unwrap();
+    std::io::Seek::seek(&mut log, std::io::SeekFrom::Start(log_start)).unwrap();
+    let mut new_lines = String::new();
+    let mut running = phase.is_none();
+    loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(180),
+            "{id}: phase {phase:?} not reached in 180 s; containerd log tail:\n{}",
+            containerd_log_tail(ctrd, 30)
+        );
+        let _ = std::io::Read::read_to_string(&mut log, &mut new_lines);
+        let reached = phase.is_some_and(|p| {
+            new_lines
+                .lines()
+                .any(|l| l.contains("\"trace\"") && l.contains(id) && l.contains(p))
+        });
+        let exited = run.try_wait().unwrap();
+        if !reached && let Some(status) = exited {
+            if !status.success() {
+                let mut stderr = String::new();
+                let _ = std::io::Read::read_to_string(run.stderr.as_mut().unwrap(), &mut stderr);
+                panic!(
+                    "{id}: ctr run failed ({status}) before phase {phase:?}: {stderr}\ncontainerd log tail:\n{}",
+                    containerd_log_tail(ctrd, 30)
+                );
+            }
+            if !running {
+                println!("fault {id}: the start outran the poll; injecting it running");
+                running = true;
+            }
+        }
+        if (reached || (running && exited.is_some()))
+            && let Some(pid) = shim_of(id)
+        {
+            return (run, running, pid);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Faults: the shim SIGKILLed at each phase of a start (as its debug trace reports the
 /// phase done: host resources ready — virtiofsd spawned, cgroup entered —, VM started,
 /// agent connected, rootfs and binds mounted) and while the container runs. Each time
@@ -936,11 +1349,7 @@ fn shim_of(id: &str) -> Option<i32> {
 /// (no shim, VMM, virtiofsd, mount, dir, socket or cgroup), and the container's host
 /// volume is byte-identical.
 fn shim_killed(ctrd: &Containerd) {
-    let extra = virtiofsd_config();
-    let config = kata_config(&ctrd.dir, "shim-fault", &artifacts::kernel(arch()), &extra);
-    let mut debug_config = std::fs::read_to_string(&config).unwrap();
-    debug_config.push_str("enable_debug = true\n");
-    std::fs::write(&config, debug_config).unwrap();
+    let config = debug_config(ctrd, "shim-fault", &virtiofsd_config());
     let volume = ctrd.dir.join("fault-volume");
     std::fs::create_dir_all(volume.join("sub")).unwrap();
     std::fs::write(volume.join("keep"), "kept\n").unwrap();
@@ -950,7 +1359,6 @@ fn shim_killed(ctrd: &Containerd) {
         "type=bind,src={},dst=/vol,options=rbind:rw",
         volume.display()
     );
-    let log_file = ctrd.dir.join("containerd.log");
     let phases = [
         ("fk-host", Some("host resources ready")),
         ("fk-vm", Some("vm started")),
@@ -959,63 +1367,9 @@ fn shim_killed(ctrd: &Containerd) {
         ("fk-running", None),
     ];
     for (id, phase) in phases {
-        let log_start = std::fs::metadata(&log_file).map(|m| m.len()).unwrap_or(0);
-        let runtime = ctrd.runtime();
-        let mut args: Vec<&str> = vec!["run", "-d"];
-        args.extend(runtime[..2].iter().map(String::as_str));
-        args.extend(["--runtime-config-path", config.to_str().unwrap()]);
-        args.extend(["--mount", &mount]);
-        args.extend(["docker.io/library/busybox:latest", id, "sh", "-c"]);
-        args.push("echo written-by-the-guest > /tmp/x; sleep 3600");
-        let mut run = ctrd
-            .command(&args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let started = Instant::now();
-        let mut log = std::fs::File::open(&log_file).unwrap();
-        std::io::Seek::seek(&mut log, std::io::SeekFrom::Start(log_start)).unwrap();
-        let mut new_lines = String::new();
-        // Wait for the phase in the shim's trace (or, for a running container, for ctr
-        // run -d to return), then kill the shim. A start that outruns the poll (ctr run
-        // -d already returned) is killed running, and checked as such.
-        let mut running = phase.is_none();
-        let shim = loop {
-            assert!(
-                started.elapsed() < Duration::from_secs(180),
-                "{id}: phase {phase:?} not reached in 180 s; containerd log tail:\n{}",
-                containerd_log_tail(ctrd, 30)
-            );
-            let _ = std::io::Read::read_to_string(&mut log, &mut new_lines);
-            let reached = phase.is_some_and(|p| {
-                new_lines
-                    .lines()
-                    .any(|l| l.contains("\"trace\"") && l.contains(id) && l.contains(p))
-            });
-            let exited = run.try_wait().unwrap();
-            if !reached && let Some(status) = exited {
-                if !status.success() {
-                    let mut stderr = String::new();
-                    let _ =
-                        std::io::Read::read_to_string(run.stderr.as_mut().unwrap(), &mut stderr);
-                    panic!(
-                        "{id}: ctr run failed ({status}) before phase {phase:?}: {stderr}\ncontainerd log tail:\n{}",
-                        containerd_log_tail(ctrd, 30)
-                    );
-                }
-                if !running {
-                    println!("fault {id}: the start outran the poll; killing it running");
-                    running = true;
-                }
-            }
-            if (reached || (running && exited.is_some()))
-                && let Some(pid) = shim_of(id)
-            {
-                break pid;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let script = "echo written-by-the-guest > /tmp/x; sleep 3600";
+        let (mut run, running, shim) =
+            run_until_phase(ctrd, &config, id, &["--mount", &mount], script, phase);
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(shim),
             nix::sys::signal::Signal::SIGKILL,
@@ -1071,11 +1425,23 @@ fn shim_killed(ctrd: &Containerd) {
     }
 }
 
+/// The faults beyond a killed shim or virtiofsd: containerd killed mid-create and under a
+/// running container, the stdout reader killed, a guest kernel panic, a mute agent.
+fn other_faults(ctrd: &Containerd) {
+    containerd_killed_mid_create(ctrd);
+    containerd_killed_while_running(ctrd);
+    stdio_reader_killed(ctrd);
+    guest_kernel_panic(ctrd);
+    agent_never_answers(ctrd);
+}
+
 /// The fault cases and a 5-cycle soak alone (`--ignored faults`), for working on them.
 #[test]
 #[ignore]
 fn faults() {
     let ctrd = containerd();
+    other_faults(ctrd);
+    virtiofsd_killed_mid_run(ctrd);
     shim_killed(ctrd);
     soak(ctrd, 5);
     ctrd.stop();
@@ -1151,7 +1517,7 @@ fn host_state(ctrd: &Containerd) -> HostState {
         .map(|l| l.split(' ').skip(3).collect::<Vec<_>>().join(" "))
         .collect();
     mounts.sort();
-    let containerd_fds = std::fs::read_dir(format!("/proc/{}/fd", ctrd.child.id()))
+    let containerd_fds = std::fs::read_dir(format!("/proc/{}/fd", ctrd.pid()))
         .unwrap()
         .count();
     let mut run_dirs = entries(Path::new("/run/containerd/s"));
