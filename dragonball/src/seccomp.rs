@@ -176,7 +176,7 @@ extern "C" fn on_bad_syscall(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut
     // SAFETY: the kernel passes a valid siginfo_t for SA_SIGINFO handlers; the read stays
     // within its 128 bytes.
     let syscall = unsafe { info.cast::<u8>().add(24).cast::<i32>().read_unaligned() };
-    const PREFIX: &[u8] = b"dragonball: seccomp: forbidden syscall ";
+    const PREFIX: &[u8] = b"kata-rv: seccomp: forbidden syscall ";
     let mut line = [0u8; PREFIX.len() + 12];
     line[..PREFIX.len()].copy_from_slice(PREFIX);
     let mut digits = [0u8; 10];
@@ -202,8 +202,10 @@ extern "C" fn on_bad_syscall(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut
     }
 }
 
-/// Installs [`on_bad_syscall`] for SIGSYS (once per process).
-fn install_reporter() -> Result<(), std::io::Error> {
+/// Installs the SIGSYS handler that names a trapped syscall on stderr and ends the
+/// process with [`BAD_SYSCALL_EXIT`] (once per process). The shim's own filter uses it
+/// too.
+pub fn install_reporter() -> Result<(), std::io::Error> {
     static ONCE: std::sync::Once = std::sync::Once::new();
     let mut result = Ok(());
     ONCE.call_once(|| {

@@ -145,12 +145,11 @@ impl Hypervisor for Dragonball {
         let actions = actions(&spec);
         let netns = spec.netns.clone();
         let (reply, answer) = tokio::sync::oneshot::channel();
-        std::thread::Builder::new()
-            .name("vmm-boot".into())
-            .spawn(move || {
-                let _ = reply.send(boot(actions, netns));
-            })
-            .map_err(HypervisorError::Spawn)?;
+        // From the launcher: the VMM's threads install their own filters, not the shim's.
+        kata_launcher::spawn_thread("vmm-boot", move || {
+            let _ = reply.send(boot(actions, netns));
+        })
+        .map_err(HypervisorError::Spawn)?;
         let started = answer
             .await
             .map_err(|e| HypervisorError::Task(e.to_string()))??;

@@ -142,27 +142,25 @@ where
     };
     let (reply, answer) = tokio::sync::oneshot::channel();
     let thread_enter = enter.clone();
-    std::thread::Builder::new()
-        .name("netns".into())
-        .spawn(move || {
-            let result = (|| {
-                let file = open_netns(&path).map_err(&thread_enter)?;
-                nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
-                    .map_err(|e| thread_enter(e.into()))?;
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(&thread_enter)?;
-                runtime.block_on(async {
-                    let (connection, handle, _) =
-                        rtnetlink::new_connection().map_err(&thread_enter)?;
-                    tokio::spawn(connection);
-                    work(handle, path.clone()).await
-                })
-            })();
-            let _ = reply.send(result);
-        })
-        .map_err(&enter)?;
+    // From the launcher: setns and netlink stay outside the shim's filter.
+    kata_launcher::spawn_thread("netns", move || {
+        let result = (|| {
+            let file = open_netns(&path).map_err(&thread_enter)?;
+            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(|e| thread_enter(e.into()))?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(&thread_enter)?;
+            runtime.block_on(async {
+                let (connection, handle, _) = rtnetlink::new_connection().map_err(&thread_enter)?;
+                tokio::spawn(connection);
+                work(handle, path.clone()).await
+            })
+        })();
+        let _ = reply.send(result);
+    })
+    .map_err(&enter)?;
     answer
         .await
         .map_err(|_| enter(std::io::Error::other("the namespace thread ended early")))?

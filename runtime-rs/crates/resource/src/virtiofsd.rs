@@ -67,8 +67,8 @@ pub async fn start(
     let mut command = tokio::process::Command::new(&config.daemon);
     let shim = std::process::id() as libc::pid_t;
     // SAFETY: between fork and exec only async-signal-safe calls (prctl, getppid, _exit).
-    // The death signal follows the forking thread: this runs on a runtime worker thread,
-    // and those live as long as the shim.
+    // The death signal follows the forking thread: the launcher, which lives as long as
+    // the shim.
     unsafe {
         command.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
@@ -81,7 +81,7 @@ pub async fn start(
             Ok(())
         });
     }
-    let mut child = command
+    command
         .arg(format!("--socket-path={}", socket.display()))
         .arg(format!("--shared-dir={}", paths.share.shared.display()))
         .arg(format!("--cache={}", config.cache))
@@ -89,14 +89,20 @@ pub async fn start(
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| {
-            ResourceError::Virtiofsd(format!(
-                "hypervisor.dragonball.virtio_fs_daemon '{}': {e}",
-                config.daemon.display()
-            ))
-        })?;
+        .kill_on_drop(true);
+    // Forked from the launcher: virtiofsd installs its own seccomp filter and must not
+    // inherit the shim's.
+    let runtime = tokio::runtime::Handle::current();
+    let mut child = kata_launcher::run(move || {
+        let _entered = runtime.enter();
+        command.spawn()
+    })
+    .map_err(|e| {
+        ResourceError::Virtiofsd(format!(
+            "hypervisor.dragonball.virtio_fs_daemon '{}': {e}",
+            config.daemon.display()
+        ))
+    })?;
     let last_line = Arc::new(Mutex::new(String::new()));
     if let Some(stderr) = child.stderr.take() {
         let (log, last_line) = (log.clone(), last_line.clone());

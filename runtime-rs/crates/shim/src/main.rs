@@ -6,6 +6,7 @@
 //! event publisher and the socket naming.
 
 mod bootstrap;
+mod confine;
 mod convert;
 mod delete;
 mod events;
@@ -70,14 +71,42 @@ fn main() {
         "" => finish(Err("no action and no -socket to serve".into())),
         other => finish(Err(format!("unknown action '{other}'"))),
     }
+    // The launcher first: what must not inherit the shim's seccomp filter starts there.
+    if let Err(e) = kata_launcher::start() {
+        finish(Err(format!("serve: the launcher thread: {e}")));
+    }
+    let program = if confine::wanted() {
+        match confine::filter() {
+            Ok(programs) => Some(std::sync::Arc::new(programs)),
+            Err(e) => finish(Err(format!("serve: {e}"))),
+        }
+    } else {
+        None
+    };
+    let for_threads = program.clone();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
+        .on_thread_start(move || {
+            if let Some(program) = &for_threads
+                && let Err(e) = confine::confine_this_thread(program)
+            {
+                eprintln!("{RUNTIME_ID}: serve: {e}");
+                std::process::exit(1);
+            }
+        })
         .build()
     {
         Ok(runtime) => runtime,
         Err(e) => finish(Err(format!("serve: the async runtime: {e}"))),
     };
+    // Signal handlers before the filter, which allows no rt_sigaction.
+    runtime.block_on(async { serve::ignore_termination_signals() });
+    if let Some(program) = &program
+        && let Err(e) = confine::confine_this_thread(program)
+    {
+        finish(Err(format!("serve: {e}")));
+    }
     let served = runtime.block_on(serve::run(&flags));
     // Exit while the runtime is still alive: dropping it would wait for blocking-pool
     // threads, and one may be parked opening a FIFO whose other end containerd never

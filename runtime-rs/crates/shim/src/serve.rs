@@ -47,7 +47,6 @@ pub enum ServeError {
 /// Serves until the runtime lets the shim exit.
 pub async fn run(flags: &Flags) -> Result<(), ServeError> {
     let events_address = std::env::var("TTRPC_ADDRESS").map_err(|_| ServeError::NoEventsAddress)?;
-    ignore_termination_signals();
     let publisher = RemotePublisher::new(&events_address)
         .await
         .map_err(ServeError::Publisher)?;
@@ -120,7 +119,7 @@ fn signal_serving() {
 /// (a terminal's ^C reaching the process group) are caught and dropped. Caught, not
 /// ignored: an ignored signal stays ignored in children (virtiofsd), a handler does not.
 /// (SIGPIPE is already ignored by the Rust runtime and restored for children.)
-fn ignore_termination_signals() {
+pub fn ignore_termination_signals() {
     use tokio::signal::unix::{SignalKind, signal};
     for kind in [SignalKind::terminate(), SignalKind::interrupt()] {
         if let Ok(mut stream) = signal(kind) {
