@@ -1026,7 +1026,40 @@ fn seccomp_profiles(ctrd: &Containerd) {
         "{id}: {said} {}",
         text(&out.stderr)
     );
+    assert_shim_confined(id);
     remove_and_check(ctrd, id);
+}
+
+/// The shim of `id` runs its main and async-runtime threads under its seccomp filter
+/// (mode 2), and its launcher outside it (mode 0); the VMM's threads have their own.
+fn assert_shim_confined(id: &str) {
+    let shim = shim_of(id).unwrap_or_else(|| panic!("{id}: no shim"));
+    let mut seen = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{shim}/task")).unwrap().flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        let mode = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Seccomp:"))
+            .map(|m| m.trim().to_string())
+            .unwrap_or_default();
+        seen.push(format!("{}={mode}", comm.trim()));
+    }
+    let mode_of = |name: &str| -> Vec<&str> {
+        seen.iter()
+            .filter_map(|s| s.strip_prefix(&format!("{name}=")))
+            .collect()
+    };
+    assert_eq!(mode_of("launcher"), ["0"], "{id}: threads {seen:?}");
+    let workers = mode_of("tokio-rt-worker");
+    assert!(
+        !workers.is_empty() && workers.iter().all(|m| *m == "2"),
+        "{id}: threads {seen:?}"
+    );
+    assert!(
+        mode_of("containerd-shim").iter().all(|m| *m == "2") && mode_of("vmm_master") == ["2"],
+        "{id}: threads {seen:?}"
+    );
 }
 
 /// A configuration `name` whose shim logs at debug level (so the start-path trace reaches
