@@ -1035,7 +1035,10 @@ fn seccomp_profiles(ctrd: &Containerd) {
 fn assert_shim_confined(id: &str) {
     let shim = shim_of(id).unwrap_or_else(|| panic!("{id}: no shim"));
     let mut seen = Vec::new();
-    for task in std::fs::read_dir(format!("/proc/{shim}/task")).unwrap().flatten() {
+    for task in std::fs::read_dir(format!("/proc/{shim}/task"))
+        .unwrap()
+        .flatten()
+    {
         let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
         let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
         let mode = status

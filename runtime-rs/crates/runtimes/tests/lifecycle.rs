@@ -399,3 +399,27 @@ async fn unknown_ids_are_not_found() {
         assert_eq!(err.code, Code::NotFound, "{err}");
     }
 }
+
+/// containerd restarted in the middle of a Create: it sends Kill, Delete and Shutdown
+/// while the shim still builds the container. Each waits for the Create in flight,
+/// then finds the container, so nothing outlives them (the shim answering NotFound and
+/// then finishing the Create kept a VM that nobody would ever stop).
+#[tokio::test]
+async fn kill_delete_and_shutdown_during_a_create_wait_for_it_and_leave_nothing() {
+    let w = World::new("delete-mid-create", Setup::default());
+    let runtime = w.runtime.clone();
+    let (created, removed) = tokio::join!(w.create("c1"), async {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let killed = runtime.kill("c1", "", 9).await;
+        let deleted = runtime.delete("c1", "").await;
+        (killed, deleted, runtime.shutdown().await)
+    });
+    created.unwrap();
+    let (killed, deleted, shut_down) = removed;
+    killed.unwrap();
+    deleted.unwrap();
+    assert!(shut_down, "nothing was left to keep the shim");
+    assert!(!w.runtime.has_container("c1").await);
+    assert_eq!(w.vm.running(), 0);
+    assert!(w.host.is_empty());
+}

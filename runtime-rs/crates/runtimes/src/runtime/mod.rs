@@ -288,6 +288,7 @@ impl Runtime {
     /// Deletes an exec (its exit) or a container (its init's exit; the last one stops
     /// the sandbox).
     pub async fn delete(&self, id: &str, exec_id: &str) -> RuntimeResult<Option<Exit>> {
+        self.after_creates().await;
         let sandbox = self.sandbox().await.ok();
         let exit = {
             let mut state = self.state.lock().await;
@@ -338,6 +339,14 @@ impl Runtime {
         })
     }
 
+    /// Waits for a Create in flight. containerd restarted in the middle of one sends
+    /// Kill, Delete and Shutdown while the shim still builds the container: answering
+    /// NotFound then, and finishing the Create afterwards, would keep a sandbox nobody
+    /// stops.
+    async fn after_creates(&self) {
+        drop(self.creating.lock().await);
+    }
+
     /// Whether container `id` exists.
     pub async fn has_container(&self, id: &str) -> bool {
         self.state.lock().await.containers.contains_key(id)
@@ -346,6 +355,7 @@ impl Runtime {
     /// Shutdown: with no container left, stops the sandbox and returns true (the shim
     /// may exit); otherwise does nothing and returns false.
     pub async fn shutdown(&self) -> bool {
+        self.after_creates().await;
         {
             let state = self.state.lock().await;
             if !state.containers.is_empty() || state.pod.is_some() {
