@@ -1101,8 +1101,15 @@ fn task_running(ctrd: &Containerd, id: &str) -> bool {
 fn remove_and_check(ctrd: &Containerd, id: &str) {
     let started = Instant::now();
     loop {
-        let _ = ctrd.ctr(&["tasks", "rm", "-f", id]);
+        let listed = text(&ctrd.ctr(&["tasks", "ls"]).stdout);
+        let removed = ctrd.ctr(&["tasks", "rm", "-f", id]);
         let out = ctrd.ctr(&["containers", "rm", id]);
+        println!(
+            "{id}: removing: tasks ls: {} | tasks rm -f: {} | containers rm: {}",
+            listed.trim().replace('\n', "; "),
+            text(&removed.stderr).trim(),
+            text(&out.stderr).trim()
+        );
         let listed = text(&ctrd.ctr(&["containers", "ls", "-q"]).stdout);
         if out.status.success() || !listed.lines().any(|l| l.trim() == id) {
             break;

@@ -400,7 +400,7 @@ async fn unknown_ids_are_not_found() {
     }
 }
 
-/// containerd restarted in the middle of a Create: it sends Kill, Delete and Shutdown
+/// containerd restarted in the middle of a Create: it sends State, Kill, Delete and Shutdown
 /// while the shim still builds the container. Each waits for the Create in flight,
 /// then finds the container, so nothing outlives them (the shim answering NotFound and
 /// then finishing the Create kept a VM that nobody would ever stop).
@@ -410,12 +410,14 @@ async fn kill_delete_and_shutdown_during_a_create_wait_for_it_and_leave_nothing(
     let runtime = w.runtime.clone();
     let (created, removed) = tokio::join!(w.create("c1"), async {
         tokio::time::sleep(Duration::from_millis(10)).await;
+        let state = runtime.state("c1", "").await.map(|s| s.status);
         let killed = runtime.kill("c1", "", 9).await;
         let deleted = runtime.delete("c1", "").await;
-        (killed, deleted, runtime.shutdown().await)
+        (state, killed, deleted, runtime.shutdown().await)
     });
     created.unwrap();
-    let (killed, deleted, shut_down) = removed;
+    let (state, killed, deleted, shut_down) = removed;
+    assert_eq!(state.unwrap(), Status::Created);
     killed.unwrap();
     deleted.unwrap();
     assert!(shut_down, "nothing was left to keep the shim");

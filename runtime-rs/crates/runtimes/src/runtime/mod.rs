@@ -288,7 +288,7 @@ impl Runtime {
     /// Deletes an exec (its exit) or a container (its init's exit; the last one stops
     /// the sandbox).
     pub async fn delete(&self, id: &str, exec_id: &str) -> RuntimeResult<Option<Exit>> {
-        self.after_creates().await;
+        self.after_create_of(id).await;
         let sandbox = self.sandbox().await.ok();
         let exit = {
             let mut state = self.state.lock().await;
@@ -327,6 +327,7 @@ impl Runtime {
 
     /// The state of a process.
     pub async fn state(&self, id: &str, exec_id: &str) -> RuntimeResult<ProcessState> {
+        self.after_create_of(id).await;
         let mut state = self.state.lock().await;
         let status = state.container(id)?.status(exec_id);
         let bundle = state.container(id)?.bundle.clone();
@@ -340,11 +341,19 @@ impl Runtime {
     }
 
     /// Waits for a Create in flight. containerd restarted in the middle of one sends
-    /// Kill, Delete and Shutdown while the shim still builds the container: answering
-    /// NotFound then, and finishing the Create afterwards, would keep a sandbox nobody
-    /// stops.
+    /// State, Kill, Delete and Shutdown while the shim still builds the container:
+    /// answering NotFound then, and finishing the Create afterwards, would keep a
+    /// sandbox nobody stops.
     async fn after_creates(&self) {
         drop(self.creating.lock().await);
+    }
+
+    /// [`Runtime::after_creates`] when container `id` does not exist (yet): calls about
+    /// the pod's other containers do not wait for a Create.
+    async fn after_create_of(&self, id: &str) {
+        if !self.state.lock().await.containers.contains_key(id) {
+            self.after_creates().await;
+        }
     }
 
     /// Whether container `id` exists.

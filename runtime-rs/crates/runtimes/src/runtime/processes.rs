@@ -135,7 +135,7 @@ impl Runtime {
 
     /// Signals a process; TERM/KILL of a finished one is not an error.
     pub async fn kill(self: &Arc<Self>, id: &str, exec_id: &str, signal: u32) -> RuntimeResult<()> {
-        self.after_creates().await;
+        self.after_create_of(id).await;
         let sandbox = self.sandbox().await?;
         let never_started = {
             let mut state = self.state.lock().await;
