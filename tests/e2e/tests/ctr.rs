@@ -1148,6 +1148,23 @@ fn containerd_killed_mid_create(ctrd: &Containerd) {
         text(&out.stderr).trim(),
         killed.elapsed().as_millis()
     );
+    // The restarted containerd has the task back (the shim finished the Create it was
+    // building; containerd asks its State).
+    let started = Instant::now();
+    loop {
+        let listing = text(&ctrd.ctr(&["tasks", "ls"]).stdout);
+        if listing
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some(id))
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "{id}: the restarted containerd does not list the task: {listing}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
     remove_and_check(ctrd, id);
 }
 

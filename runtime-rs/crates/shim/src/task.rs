@@ -16,6 +16,17 @@ use ttrpc::r#async::TtrpcContext;
 use crate::convert::{invalid, rootfs, status_of, stdio, to_ttrpc};
 use crate::events::timestamp;
 
+/// Runs `work` as its own task: a request whose connection goes away (containerd killed
+/// or restarted) would otherwise be dropped at an await point, halfway through building
+/// or removing a container, and leave what it had built with no record of it.
+async fn detached<T: Send + 'static>(work: impl Future<Output = T> + Send + 'static) -> T {
+    match tokio::spawn(work).await {
+        Ok(done) => done,
+        // A panic aborts the shim (panic = "abort"); a runtime shutting down ends it.
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
 /// The Task service of one shim.
 #[derive(Clone)]
 pub struct KataTask {
@@ -80,12 +91,13 @@ impl Task for KataTask {
             rootfs: rootfs(&req.rootfs),
             stdio: stdio(&req.stdin, &req.stdout, &req.stderr, req.terminal),
         };
-        let load = || self.load_config(&req.options);
-        let pid = self
-            .runtime
-            .create(request, &load)
-            .await
-            .map_err(to_ttrpc)?;
+        let this = self.clone();
+        let pid = detached(async move {
+            let load = || this.load_config(&req.options);
+            this.runtime.create(request, &load).await
+        })
+        .await
+        .map_err(to_ttrpc)?;
         Ok(api::CreateTaskResponse {
             pid,
             ..Default::default()
@@ -97,9 +109,8 @@ impl Task for KataTask {
         _: &TtrpcContext,
         req: api::StartRequest,
     ) -> ttrpc::Result<api::StartResponse> {
-        let pid = self
-            .runtime
-            .start(&req.id, &req.exec_id)
+        let runtime = self.runtime.clone();
+        let pid = detached(async move { runtime.start(&req.id, &req.exec_id).await })
             .await
             .map_err(to_ttrpc)?;
         Ok(api::StartResponse {
@@ -113,9 +124,8 @@ impl Task for KataTask {
         _: &TtrpcContext,
         req: api::DeleteRequest,
     ) -> ttrpc::Result<api::DeleteResponse> {
-        let exit = self
-            .runtime
-            .delete(&req.id, &req.exec_id)
+        let runtime = self.runtime.clone();
+        let exit = detached(async move { runtime.delete(&req.id, &req.exec_id).await })
             .await
             .map_err(to_ttrpc)?;
         Ok(api::DeleteResponse {
