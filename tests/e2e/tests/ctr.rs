@@ -1211,7 +1211,7 @@ fn containerd_killed_while_running(ctrd: &Containerd) {
     assert!(
         since
             .lines()
-            .any(|l| l.contains("\"level\"") && l.contains("after-restart")),
+            .any(|l| l.contains("\"level\"") && l.contains(&format!("\"id\":\"{id}\""))),
         "{id}: no shim log line reached the restarted containerd: {since}"
     );
     remove_and_check(ctrd, id);
