@@ -127,7 +127,7 @@ mod tests {
     fn without_start_work_runs_here() {
         if !started() {
             let me = std::thread::current().id();
-            assert_eq!(run(move || std::thread::current().id() == me), true);
+            assert!(run(move || std::thread::current().id() == me));
         }
     }
 }

@@ -165,11 +165,11 @@ const ALLOWED_ARCH: &[libc::c_long] = &[];
 /// The ioctls the shim's threads make: non-blocking and close-on-exec toggles, and the
 /// terminal queries of isatty.
 const IOCTLS: &[u64] = &[
-    libc::FIONBIO as u64,
-    libc::FIOCLEX as u64,
-    libc::FIONCLEX as u64,
-    libc::TCGETS as u64,
-    libc::TIOCGWINSZ as u64,
+    libc::FIONBIO,
+    libc::FIOCLEX,
+    libc::FIONCLEX,
+    libc::TCGETS,
+    libc::TIOCGWINSZ,
 ];
 
 /// The environment variable that turns the filter off (`off`), for debugging.
