@@ -163,13 +163,14 @@ const ALLOWED_ARCH: &[libc::c_long] = &[
 const ALLOWED_ARCH: &[libc::c_long] = &[];
 
 /// The ioctls the shim's threads make: non-blocking and close-on-exec toggles, and the
-/// terminal queries of isatty.
+/// terminal queries of isatty. (The request type is u64 in glibc and i32 in musl.)
+#[allow(clippy::unnecessary_cast)]
 const IOCTLS: &[u64] = &[
-    libc::FIONBIO,
-    libc::FIOCLEX,
-    libc::FIONCLEX,
-    libc::TCGETS,
-    libc::TIOCGWINSZ,
+    libc::FIONBIO as u64,
+    libc::FIOCLEX as u64,
+    libc::FIONCLEX as u64,
+    libc::TCGETS as u64,
+    libc::TIOCGWINSZ as u64,
 ];
 
 /// The environment variable that turns the filter off (`off`), for debugging.
