@@ -33,7 +33,7 @@ help:
 	@echo "make initrd ARCH=a         test initrd + sandbox initrd (kata-agent as /init)"
 	@echo "make images                OCI image tarballs: busybox + pause, both arches"
 	@echo "make kvm-host ARCH=a CMD=c run CMD inside the KVM test host of ARCH"
-	@echo "make bench BENCH=boot|fs|ctr|trace|cri|overhead|parallel  boot / virtio-fs / ctr-run / CRI benchmarks, start-path trace, idle-sandbox memory, parallel start (in the KVM test hosts)"
+	@echo "make bench BENCH=boot|fs|ctr|trace|cri|overhead|parallel|density  boot / virtio-fs / ctr-run / CRI benchmarks, start-path trace, idle-sandbox memory, parallel start, density (in the KVM test hosts)"
 	@echo "make test                  the whole test suite (what CI runs)"
 	@echo "make fuzz [FUZZ_TIME=s]    every cargo-fuzz target for s seconds (300), corpus kept in the cache; root"
 	@echo "make fuzz-smoke            every fuzz target for 10 s plus the seeds and regressions (in make test)"

@@ -26,3 +26,21 @@ probe_runc() {
     echo "$1: runc cannot run in this test host: $(head -c 300 "$work/probe")"
   fi
 }
+
+# "pid id" of every shim server (the re-executed `containerd-shim-kata-v2 … -socket …`).
+shims() {
+  for p in /proc/[0-9]*; do
+    c=$(tr '\0' ' ' < "$p/cmdline" 2>/dev/null) || continue
+    case "$c" in
+      *containerd-shim-kata-v2\ *\ -socket\ *)
+        echo "${p#/proc/} $(echo "$c" | sed -n 's/.* -id \([^ ]*\) .*/\1/p')" ;;
+    esac
+  done
+}
+
+# The test host's MemAvailable in KiB, and KiB as MiB with one decimal.
+avail_kib() { awk '/^MemAvailable:/ {print $2}' /proc/meminfo; }
+mib() { awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}'; }
+# Milliseconds of uptime; the median of numbers on stdin.
+now_ms() { awk '{ printf "%d\n", $1 * 1000 }' /proc/uptime; }
+median() { sort -n | awk '{a[NR]=$1} END {if (NR == 0) print 0; else print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }

@@ -59,16 +59,6 @@ cleanup() {
   rm -rf "$work"
 }
 
-# "pid id" of every shim server (the re-executed `containerd-shim-kata-v2 … -socket …`).
-shims() {
-  for p in /proc/[0-9]*; do
-    c=$(tr '\0' ' ' < "$p/cmdline" 2>/dev/null) || continue
-    case "$c" in
-      *containerd-shim-kata-v2\ *\ -socket\ *)
-        echo "${p#/proc/} $(echo "$c" | sed -n 's/.* -id \([^ ]*\) .*/\1/p')" ;;
-    esac
-  done
-}
 # "pid id" of every virtiofsd serving a sandbox (--socket-path=/run/kata/<id>/virtiofsd.sock).
 virtiofsds() {
   for p in /proc/[0-9]*; do
@@ -98,12 +88,10 @@ measure() {
   done < "$work/procs"
   echo "$s $o $g $v"
 }
-avail_kib() { awk '/^MemAvailable:/ {print $2}' /proc/meminfo; }
 start() { # id
   echo "$1" >> "$work/ids"
   $ctr run -d --runtime io.containerd.kata.v2 "$image" "$1" sleep 100000 >"$work/run.out" 2>&1
 }
-mib() { awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}'; }
 
 trap cleanup EXIT
 i=0; while [ ! -S "$work/c.sock" ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done

@@ -60,7 +60,7 @@ cleanup() {
 }
 # Ids of the running tasks.
 running() { $ctr task ls 2>/dev/null | awk '$3 == "RUNNING" {print $1}'; }
-# How many kata shim servers run.
+# How many kata shim servers run (a count, unlike containerd-lib.sh's list).
 shims() {
   k=0
   for p in /proc/[0-9]*; do
@@ -69,10 +69,6 @@ shims() {
   done
   echo $k
 }
-now_ms() { awk '{ printf "%d\n", $1 * 1000 }' /proc/uptime; }
-avail_kib() { awk '/^MemAvailable:/ {print $2}' /proc/meminfo; }
-median() { sort -n | awk '{a[NR]=$1} END {if (NR == 0) print 0; else print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
-mib() { awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}'; }
 # `ctr run -d` of one sandbox: runtime id [flags]; appends "<status> <end ms>" to $work/<id>.end.
 run_one() {
   echo "$2" >> "$work/ids"
