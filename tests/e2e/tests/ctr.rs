@@ -1512,6 +1512,11 @@ fn faults() {
 #[ignore]
 fn soak_alone() {
     let ctrd = containerd();
+    // A first sandbox creates the parents every later one shares (the share root
+    // /run/kata-containers/shared, the namespace's cgroup): the baseline comes after it.
+    let out = ctrd.run("soak-warmup", &[], &["true"]);
+    assert!(out.status.success(), "warm-up: {}", text(&out.stderr));
+    assert_nothing_left("soak-warmup");
     soak(
         ctrd,
         std::env::var("KATA_RV_SOAK_CYCLES").map_or(200, |v| v.parse().unwrap()),
