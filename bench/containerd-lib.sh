@@ -1,6 +1,15 @@
 # Sourced by the bench inner scripts (POSIX sh): a private containerd in $work, and the
 # runc baseline probe.
 
+# $work/configuration.toml: the shipped configuration for $arch with this build's kernel
+# and initrd (under $out) and default_memory = $mem.
+write_kata_config() {
+  sed -e "s|@PREFIX@/share/kata-containers/[A-Za-z]*-dragonball|$kernel|" \
+      -e "s|@PREFIX@/share/kata-containers/kata-containers-initrd.img|$out/kata-containers-initrd.img|" \
+      -e "s|^default_memory = .*|default_memory = $mem|" \
+      "$root/configuration/configuration-dragonball-$arch.toml" > "$work/configuration.toml"
+}
+
 # Starts containerd (CRI off) with the kata-rv configuration $work/configuration.toml;
 # sets cpid and ctr.
 start_private_containerd() {

@@ -16,13 +16,10 @@ work="$(mktemp -d /tmp/kata-density.XXXXXX)"
 PATH="$out:$PATH"; export PATH
 tag="bench density $arch"
 
-sed -e "s|@PREFIX@/share/kata-containers/[A-Za-z]*-dragonball|$kernel|" \
-    -e "s|@PREFIX@/share/kata-containers/kata-containers-initrd.img|$out/kata-containers-initrd.img|" \
-    -e "s|^default_memory = .*|default_memory = $mem|" \
-    "$root/configuration/configuration-dragonball-$arch.toml" > "$work/configuration.toml"
+. "$root/bench/containerd-lib.sh"
+write_kata_config
 grep -q "^default_memory = $mem\$" "$work/configuration.toml" || { echo "$tag: could not set default_memory"; exit 1; }
 
-. "$root/bench/containerd-lib.sh"
 start_private_containerd
 : > "$work/ids"
 

@@ -22,10 +22,8 @@ PATH="$out:$PATH"; export PATH
 tag="bench overhead $arch"
 
 # The configuration: our kernel and initrd, the guest size, the shared-fs backend.
-sed -e "s|@PREFIX@/share/kata-containers/[A-Za-z]*-dragonball|$kernel|" \
-    -e "s|@PREFIX@/share/kata-containers/kata-containers-initrd.img|$out/kata-containers-initrd.img|" \
-    -e "s|^default_memory = .*|default_memory = $mem|" \
-    "$root/configuration/configuration-dragonball-$arch.toml" > "$work/configuration.toml"
+. "$root/bench/containerd-lib.sh"
+write_kata_config
 if [ "$shared_fs" = virtio-fs ]; then
   # virtiofsd's namespace sandbox cannot pivot_root out of the test hosts' initramfs root.
   sed -i -e 's|^shared_fs = .*|shared_fs = "virtio-fs"|' \
@@ -35,7 +33,6 @@ fi
 grep -q "^default_memory = $mem\$" "$work/configuration.toml" || { echo "$tag: could not set default_memory"; exit 1; }
 grep -q "^shared_fs = \"$shared_fs\"\$" "$work/configuration.toml" || { echo "$tag: could not set shared_fs"; exit 1; }
 
-. "$root/bench/containerd-lib.sh"
 start_private_containerd
 : > "$work/ids"
 

@@ -1125,6 +1125,17 @@ fn remove_and_check(ctrd: &Containerd, id: &str) {
     assert_no_container_record(ctrd, id);
 }
 
+/// An exec `exec_id` into running container `id` answers (`echo alive`).
+fn assert_exec_answers(ctrd: &Containerd, id: &str, exec_id: &str) {
+    let out = ctrd.ctr(&["tasks", "exec", "--exec-id", exec_id, id, "echo", "alive"]);
+    assert_eq!(
+        text(&out.stdout),
+        "alive\n",
+        "{id}: exec {exec_id}: {}",
+        text(&out.stderr)
+    );
+}
+
 /// Fault: containerd SIGKILLed in the middle of a start (the shim's trace reports the VM
 /// started) and started again on the same state. ctr run fails with an error; the
 /// restarted containerd takes the surviving shim back (its log FIFO and the ttrpc
@@ -1191,21 +1202,7 @@ fn containerd_killed_while_running(ctrd: &Containerd) {
         task_running(ctrd, id),
         "{id}: not RUNNING after the restart"
     );
-    let out = ctrd.ctr(&[
-        "tasks",
-        "exec",
-        "--exec-id",
-        "after-restart",
-        id,
-        "echo",
-        "alive",
-    ]);
-    assert_eq!(
-        text(&out.stdout),
-        "alive\n",
-        "{id}: exec after the restart: {}",
-        text(&out.stderr)
-    );
+    assert_exec_answers(ctrd, id, "after-restart");
     let log = std::fs::read(&log_file).unwrap();
     let since = text(&log[restarted_at as usize..]);
     assert!(
@@ -1251,21 +1248,7 @@ fn stdio_reader_killed(ctrd: &Containerd) {
         task_running(ctrd, id),
         "{id}: not RUNNING after its stdout reader died"
     );
-    let out = ctrd.ctr(&[
-        "tasks",
-        "exec",
-        "--exec-id",
-        "after-reader",
-        id,
-        "echo",
-        "alive",
-    ]);
-    assert_eq!(
-        text(&out.stdout),
-        "alive\n",
-        "{id}: exec: {}",
-        text(&out.stderr)
-    );
+    assert_exec_answers(ctrd, id, "after-reader");
     remove_and_check(ctrd, id);
     println!("fault {id}: the stdout reader killed; the shim and the container lived on");
 }
