@@ -1,5 +1,7 @@
 //! Shared helpers of the dragonball integration tests.
 
+pub mod harness;
+
 #[cfg(target_arch = "riscv64")]
 pub mod rv_guest;
 #[cfg(target_arch = "x86_64")]

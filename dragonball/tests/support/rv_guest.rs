@@ -59,6 +59,16 @@ fn branch(funct3: u32, rs1: u32, rs2: u32, offset: i32) -> u32 {
         | 0x63
 }
 
+fn jal(rd: u32, offset: i32) -> u32 {
+    let i = offset as u32;
+    ((i >> 20 & 1) << 31)
+        | ((i >> 1 & 0x3ff) << 21)
+        | ((i >> 11 & 1) << 20)
+        | ((i >> 12 & 0xff) << 12)
+        | (rd << 7)
+        | 0x6f
+}
+
 const ECALL: u32 = 0x0000_0073;
 const SPIN: u32 = 0x0000_006f; // j .
 
@@ -161,6 +171,12 @@ impl Program {
         self
     }
 
+    /// sh rs2, imm(rs1).
+    pub fn sh(&mut self, rs2: u32, rs1: u32, imm: i32) -> &mut Self {
+        self.code.push(store(1, rs2, rs1, imm));
+        self
+    }
+
     /// sb rs2, imm(rs1).
     pub fn sb(&mut self, rs2: u32, rs1: u32, imm: i32) -> &mut Self {
         self.code.push(store(0, rs2, rs1, imm));
@@ -211,6 +227,18 @@ impl Program {
         self.code.push(addi(A0, reg, i32::from(b'A')));
         self.li(A7, 1);
         self.code.push(ECALL);
+        self
+    }
+
+    /// The position of the next instruction, for a later [`Program::jump_to`].
+    pub fn label(&self) -> usize {
+        self.code.len()
+    }
+
+    /// Jumps to `label` (j).
+    pub fn jump_to(&mut self, label: usize) -> &mut Self {
+        let offset = 4 * (label as i64 - self.code.len() as i64);
+        self.code.push(jal(ZERO, offset as i32));
         self
     }
 

@@ -78,6 +78,19 @@ impl Program {
         self.mem(&[0x89], src, base, disp)
     }
 
+    /// [base + disp] = low 16 bits of src.
+    pub fn sh(&mut self, src: u32, base: u32, disp: i32) -> &mut Self {
+        self.mem(&[0x66, 0x89], src, base, disp)
+    }
+
+    /// dst = src + imm.
+    pub fn addi(&mut self, dst: u32, src: u32, imm: i32) -> &mut Self {
+        if dst != src {
+            self.emit(&[0x89, modrm(3, src, dst)]);
+        }
+        self.group1(0, dst, imm as u32)
+    }
+
     /// [base + disp] = low byte of src (eax, ecx, edx or ebx).
     pub fn sb(&mut self, src: u32, base: u32, disp: i32) -> &mut Self {
         assert!(src < 4, "only al/cl/dl/bl have a byte form");
@@ -137,6 +150,18 @@ impl Program {
     /// Pulses the reset line through the i8042 controller.
     pub fn shutdown(&mut self) -> &mut Self {
         self.emit(&[0xb0, 0xfe, 0xe6, I8042_COMMAND]) // mov al, 0xfe; out 0x64, al
+    }
+
+    /// The position of the next instruction, for a later [`Program::jump_to`].
+    pub fn label(&self) -> usize {
+        self.code.len()
+    }
+
+    /// Jumps to `label` (jmp rel32).
+    pub fn jump_to(&mut self, label: usize) -> &mut Self {
+        let rel = label as i64 - (self.code.len() as i64 + 5);
+        self.emit(&[0xe9]);
+        self.emit(&(rel as i32).to_le_bytes())
     }
 
     /// Halts forever.

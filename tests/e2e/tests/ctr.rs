@@ -512,6 +512,7 @@ fn ctr_runs_containers_in_microvms_and_leaves_nothing_behind() {
     bad_input(ctrd);
     regressions(ctrd);
     seccomp_profiles(ctrd);
+    guest_root_writes_the_share_root(ctrd);
     virtiofsd_killed_mid_run(ctrd);
     shim_killed(ctrd);
     other_faults(ctrd);
@@ -1028,6 +1029,85 @@ fn seccomp_profiles(ctrd: &Containerd) {
     );
     assert_shim_confined(id);
     remove_and_check(ctrd, id);
+}
+
+/// A hostile guest: a container with CAP_SYS_ADMIN mounts the pod's virtio-fs share
+/// itself and tries to write its root (files, directories, symlinks where the shim would
+/// create its next targets, a fill of the host's /run). Everything at the share root is
+/// refused; only its own rootfs, inside the share, is writable. On the host the share
+/// holds what the shim put there and nothing else. Both fs backends.
+fn guest_root_writes_the_share_root(ctrd: &Containerd) {
+    let script = |id: &str| {
+        format!(
+            "mkdir -p /m && mount -t virtiofs kataShared /m || exit 9; \
+             touch /m/planted 2>/dev/null && echo WROTE-file; \
+             mkdir /m/dir 2>/dev/null && echo WROTE-dir; \
+             ln -s / /m/{id}-next 2>/dev/null && echo WROTE-link; \
+             ln -s /etc /m/{id}/planted 2>/dev/null && echo WROTE-link-in-dir; \
+             dd if=/dev/zero of=/m/fill bs=64k count=16 2>/dev/null && echo WROTE-fill; \
+             touch /m/{id}/rootfs/own && echo ROOTFS-WRITABLE; ls /m"
+        )
+    };
+    for (id, extra) in [
+        ("share-inline", String::new()),
+        ("share-vfsd", virtiofsd_config()),
+    ] {
+        let config = kata_config(&ctrd.dir, id, &artifacts::kernel(arch()), &extra);
+        let runtime = ctrd.runtime();
+        let mut args: Vec<&str> = vec!["run", "-d"];
+        args.extend(runtime[..2].iter().map(String::as_str));
+        args.extend(["--runtime-config-path", config.to_str().unwrap()]);
+        args.extend(["--cap-add", "CAP_SYS_ADMIN"]);
+        args.extend(["docker.io/library/busybox:latest", id, "sleep", "3600"]);
+        let out = ctrd.ctr(&args);
+        assert!(out.status.success(), "{id}: run -d: {}", text(&out.stderr));
+        let share = Path::new("/run/kata-containers/shared/sandboxes").join(id);
+        let listing = |dir: &Path| {
+            let mut names: Vec<String> = std::fs::read_dir(dir)
+                .map(|d| {
+                    d.flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            names.sort();
+            names
+        };
+        let before = listing(&share.join("mounts"));
+        let out = ctrd.ctr(&[
+            "tasks",
+            "exec",
+            "--exec-id",
+            "hostile",
+            id,
+            "sh",
+            "-c",
+            &script(id),
+        ]);
+        let said = text(&out.stdout);
+        assert!(
+            out.status.success()
+                && said.starts_with("ROOTFS-WRITABLE\n")
+                && !said.contains("WROTE"),
+            "{id}: the guest wrote the share root or could not mount it: {said} {}",
+            text(&out.stderr)
+        );
+        assert!(
+            said.lines().any(|l| l == id),
+            "{id}: the share as the guest saw it: {said}"
+        );
+        assert_eq!(
+            listing(&share.join("mounts")),
+            before,
+            "{id}: the share root changed"
+        );
+        assert_eq!(
+            listing(&share.join("shared")),
+            before,
+            "{id}: the guest's view differs"
+        );
+        remove_and_check(ctrd, id);
+    }
 }
 
 /// The shim of `id` runs its main and async-runtime threads under its seccomp filter
