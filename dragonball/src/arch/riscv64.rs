@@ -8,7 +8,7 @@ mod seccomp;
 pub use seccomp::*;
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 
@@ -363,27 +363,7 @@ pub fn handle_exit(exit: VcpuExit<'_>, _bus: &Arc<IoManager>) -> Option<ExitInfo
 }
 
 fn sbi_call(call: SbiCall, state: &VcpuState) -> SbiRet {
-    let mut console = state.console.clone();
-    match call {
-        SbiCall::LegacyPutchar(c) | SbiCall::DbcnWriteByte(c) => {
-            let _ = console.write_all(&[c]);
-            SbiRet::ok(0)
-        }
-        SbiCall::LegacyGetchar => SbiRet::err(sbi::ERR_FAILURE),
-        SbiCall::DbcnWrite { len, addr } => {
-            let mut buf = vec![0u8; len as usize];
-            match state.memory.read_slice(&mut buf, GuestAddress(addr)) {
-                Ok(()) => {
-                    let _ = console.write_all(&buf);
-                    SbiRet::ok(len)
-                }
-                Err(_) => SbiRet::err(sbi::ERR_INVALID_PARAM),
-            }
-        }
-        SbiCall::DbcnRead { .. } => SbiRet::ok(0),
-        SbiCall::DbcnBadAddress => SbiRet::err(sbi::ERR_INVALID_PARAM),
-        SbiCall::Unsupported { .. } => SbiRet::err(sbi::ERR_NOT_SUPPORTED),
-    }
+    sbi::serve(call, state.memory.as_ref(), &mut state.console.clone())
 }
 
 /// KVM_EXIT_RISCV_SBI: console calls are served, anything else gets NOT_SUPPORTED.

@@ -103,6 +103,35 @@ pub fn decode(ext: u64, func: u64, args: &[u64; 6]) -> SbiCall {
     }
 }
 
+/// Serves a decoded call: console output goes to `console`, DBCN writes read their bytes
+/// from guest `memory` (a range outside it is INVALID_PARAM); reads have nothing to
+/// return, and anything else is NOT_SUPPORTED.
+pub fn serve<M>(call: SbiCall, memory: &M, console: &mut impl std::io::Write) -> SbiRet
+where
+    M: vm_memory::Bytes<vm_memory::GuestAddress> + ?Sized,
+{
+    match call {
+        SbiCall::LegacyPutchar(c) | SbiCall::DbcnWriteByte(c) => {
+            let _ = console.write_all(&[c]);
+            SbiRet::ok(0)
+        }
+        SbiCall::LegacyGetchar => SbiRet::err(ERR_FAILURE),
+        SbiCall::DbcnWrite { len, addr } => {
+            let mut buf = vec![0u8; len as usize];
+            match memory.read_slice(&mut buf, vm_memory::GuestAddress(addr)) {
+                Ok(()) => {
+                    let _ = console.write_all(&buf);
+                    SbiRet::ok(len)
+                }
+                Err(_) => SbiRet::err(ERR_INVALID_PARAM),
+            }
+        }
+        SbiCall::DbcnRead { .. } => SbiRet::ok(0),
+        SbiCall::DbcnBadAddress => SbiRet::err(ERR_INVALID_PARAM),
+        SbiCall::Unsupported { .. } => SbiRet::err(ERR_NOT_SUPPORTED),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,6 +153,27 @@ mod tests {
             decode(EXT_DBCN, 2, &[0x141, 0, 0, 0, 0, 0]),
             SbiCall::DbcnWriteByte(0x41)
         );
+    }
+
+    #[test]
+    fn dbcn_writes_come_from_guest_memory_or_fail() {
+        use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+        let memory: GuestMemoryMmap =
+            GuestMemoryMmap::from_ranges(&[(GuestAddress(0x1000), 0x1000)]).unwrap();
+        memory.write_slice(b"hello", GuestAddress(0x1ffb)).unwrap();
+        let mut out = Vec::new();
+        let at = |len, addr| decode(EXT_DBCN, 0, &[len, addr, 0, 0, 0, 0]);
+        assert_eq!(serve(at(5, 0x1ffb), &memory, &mut out), SbiRet::ok(5));
+        assert_eq!(out, b"hello");
+        assert_eq!(
+            serve(at(6, 0x1ffb), &memory, &mut out),
+            SbiRet::err(ERR_INVALID_PARAM)
+        );
+        assert_eq!(
+            serve(at(1, 0x10), &memory, &mut out),
+            SbiRet::err(ERR_INVALID_PARAM)
+        );
+        assert_eq!(out, b"hello", "a failed write prints nothing");
     }
 
     #[test]
