@@ -40,7 +40,8 @@ def add_entry(entries, path, info):
 def layer_tar(entries):
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for path in sorted(entries):
+        # A hard link must follow the file it names.
+        for path in sorted(entries, key=lambda p: (entries[p][0] == "hardlink", p)):
             kind, mode, payload = entries[path]
             ti = tarfile.TarInfo(path)
             ti.mtime = 0
@@ -50,8 +51,8 @@ def layer_tar(entries):
             if kind == "dir":
                 ti.type = tarfile.DIRTYPE
                 tar.addfile(ti)
-            elif kind == "symlink":
-                ti.type = tarfile.SYMTYPE
+            elif kind == "hardlink":
+                ti.type = tarfile.LNKTYPE
                 ti.linkname = payload
                 tar.addfile(ti)
             else:
@@ -78,7 +79,7 @@ def main():
     ap.add_argument("-o", "--output", required=True)
     ap.add_argument("--file", action="append", default=[], help="SRC:DEST[:MODE]")
     ap.add_argument("--dir", action="append", default=[], help="DEST[:MODE]")
-    ap.add_argument("--links", action="append", default=[], help="FILE:TARGET: symlink each path listed in FILE to TARGET")
+    ap.add_argument("--links", action="append", default=[], help="FILE:TARGET: hard-link each path listed in FILE to TARGET (as the official busybox image does)")
     ap.add_argument("--text", action="append", default=[], help="DEST=CONTENT (a small text file)")
     ap.add_argument("--cmd", default="[]")
     ap.add_argument("--entrypoint", default="[]")
@@ -116,9 +117,11 @@ def main():
                 paths = [line.strip() for line in fh if line.strip()]
         except OSError as e:
             fail(f"--links '{spec}': {e}")
+        if target.strip("/") not in entries:
+            fail(f"--links '{spec}': '{target}' is not in the image (give it with --file first)")
         for p in paths:
             if p.strip("/") not in entries:
-                add_entry(entries, p, ("symlink", 0o777, target))
+                add_entry(entries, p, ("hardlink", entries[target.strip("/")][1], target.strip("/")))
 
     try:
         cmd, entrypoint = json.loads(a.cmd), json.loads(a.entrypoint)

@@ -5,9 +5,13 @@
 //! With `--qemu PATH` (x86_64), QEMU's microvm with KVM boots the same kernel, initrd,
 //! vCPUs and memory in alternating runs, and the ratio is printed.
 //!
+//! With `--parallel N`, N VMs are then started at once (dragonball, then QEMU with
+//! `--qemu`): how many reach the marker and when the last one does, against the median of
+//! one. This separates the VMM from the shim and agent in the `parallel` bench.
+//!
 //! ```text
 //! boot-bench --dragonball PATH --kernel PATH --initrd PATH [--runs N] [--vcpus N] [--mem MIB]
-//!            [--qemu PATH]
+//!            [--qemu PATH] [--parallel N]
 //! ```
 
 use std::io::{BufRead, BufReader};
@@ -26,6 +30,7 @@ struct Args {
     vcpus: String,
     mem: String,
     qemu: Option<String>,
+    parallel: usize,
 }
 
 fn parse() -> Result<Args> {
@@ -37,6 +42,7 @@ fn parse() -> Result<Args> {
         vcpus: "1".into(),
         mem: "128".into(),
         qemu: None,
+        parallel: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -49,6 +55,7 @@ fn parse() -> Result<Args> {
             "--vcpus" => a.vcpus = v,
             "--mem" => a.mem = v,
             "--qemu" => a.qemu = Some(v),
+            "--parallel" => a.parallel = v.parse().context("--parallel")?,
             other => bail!("unknown flag {other}"),
         }
     }
@@ -191,6 +198,60 @@ fn one_run(a: &Args) -> Result<(f64, f64, f64)> {
         boot.marker_ms - start_requested,
         boot.exit_ms,
     ))
+}
+
+/// Boots `n` VMs of `make()` at once: the markers reached (ms from the common start)
+/// and the failures, each with its console tail.
+fn boot_at_once(
+    n: usize,
+    what: &str,
+    make: impl Fn() -> Command + Sync,
+) -> (Vec<f64>, Vec<String>) {
+    let results: Vec<Result<Boot>> = std::thread::scope(|scope| {
+        let runs: Vec<_> = (0..n)
+            .map(|_| scope.spawn(|| boot_once(make(), what)))
+            .collect();
+        runs.into_iter()
+            .map(|r| {
+                r.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("panicked")))
+            })
+            .collect()
+    });
+    let mut markers = Vec::new();
+    let mut failures = Vec::new();
+    for (i, r) in results.into_iter().enumerate() {
+        match r {
+            Ok(boot) => markers.push(boot.marker_ms),
+            Err(e) => failures.push(format!("{what} #{i}: {e:#}")),
+        }
+    }
+    (markers, failures)
+}
+
+/// Prints one `--parallel` line: how many of `n` booted, the last marker, the ratio to
+/// `single` (the median of one at a time).
+fn report_at_once(
+    what: &str,
+    n: usize,
+    single: f64,
+    (markers, failures): &(Vec<f64>, Vec<String>),
+) {
+    for f in failures {
+        eprintln!("{f}");
+    }
+    let last = markers.iter().copied().fold(0.0, f64::max);
+    println!(
+        "  {n} at once, {what:<10}: {} booted, {} failed; last marker {last:8.1} ms, median {:8.1} ms; last / one {:.2}",
+        markers.len(),
+        failures.len(),
+        if markers.is_empty() {
+            0.0
+        } else {
+            median(markers)
+        },
+        last / single
+    );
 }
 
 fn median(samples: &[f64]) -> f64 {
@@ -339,6 +400,15 @@ fn main() -> Result<()> {
             q_total,
             q_guest
         );
+    }
+    if a.parallel > 0 {
+        let cmdline = guest_cmdline("");
+        let ours = boot_at_once(a.parallel, "dragonball", || command(&a, &cmdline));
+        report_at_once("dragonball", a.parallel, median(&marker), &ours);
+        if let Some(q) = &a.qemu {
+            let theirs = boot_at_once(a.parallel, "qemu", || qemu_command(&a, q, &cmdline));
+            report_at_once("QEMU", a.parallel, median(&q_marker), &theirs);
+        }
     }
     Ok(())
 }

@@ -223,6 +223,35 @@ pub enum SpecError {
         /// Its type.
         kind: String,
     },
+    /// A bind asking for bidirectional propagation: mounts made in the guest cannot reach
+    /// the host, so it is refused rather than silently half-honoured.
+    #[error(
+        "mounts[{index}] ({destination}): '{option}' (Bidirectional mount propagation) cannot \
+         cross the VM boundary: mounts made in the guest never reach the host; use \
+         HostToContainer (rslave) or None"
+    )]
+    BidirectionalPropagation {
+        /// Index in `mounts`.
+        index: usize,
+        /// Its destination.
+        destination: String,
+        /// The option that asked for it.
+        option: String,
+    },
+}
+
+/// Whether `dir` has other mounts beneath it in the shim's mount namespace.
+fn has_submounts(dir: &Path) -> bool {
+    let Ok(dir) = dir.canonicalize() else {
+        return false;
+    };
+    safe_fs::mount_points()
+        .map(|points| {
+            points
+                .iter()
+                .any(|m| m.path != dir && m.path.starts_with(&dir))
+        })
+        .unwrap_or(false)
 }
 
 /// Rewrites `spec` (container `id`) for the guest.
@@ -243,7 +272,7 @@ pub fn for_guest(spec: &oci::Spec, id: &str) -> Result<GuestSpec, SpecError> {
         .enumerate()
     {
         let kind = m.typ().clone().unwrap_or_default();
-        let options = strings(m.options().as_ref());
+        let mut options = strings(m.options().as_ref());
         let destination = m.destination().to_string_lossy().into_owned();
         let source = m
             .source()
@@ -251,6 +280,16 @@ pub fn for_guest(spec: &oci::Spec, id: &str) -> Result<GuestSpec, SpecError> {
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
         let is_bind = kind == "bind" || options.iter().any(|o| o == "bind" || o == "rbind");
+        if let Some(option) = options
+            .iter()
+            .find(|o| is_bind && (*o == "rshared" || *o == "shared"))
+        {
+            return Err(SpecError::BidirectionalPropagation {
+                index,
+                destination,
+                option: option.clone(),
+            });
+        }
         let source = if GUEST_FS_TYPES.contains(&kind.as_str()) && !is_bind {
             source
         } else if is_bind {
@@ -268,10 +307,19 @@ pub fn for_guest(spec: &oci::Spec, id: &str) -> Result<GuestSpec, SpecError> {
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default()
             );
+            let readonly = options.iter().any(|o| o == "ro");
+            // A read-only bind is not recursive (runc's and the kernel's meaning): mounts
+            // beneath its source keep their own mode. The host's bind enforces that (only
+            // its top is remounted read-only); the guest may not see those submounts (the
+            // inline server does not announce them), so a read-only guest mount would
+            // refuse writes to them too. Such a bind is left to the host to enforce.
+            if readonly && has_submounts(host) {
+                options.retain(|o| o != "ro");
+            }
             binds.push(ShareBind {
                 source: host.to_path_buf(),
                 name: name.clone(),
-                readonly: options.iter().any(|o| o == "ro"),
+                readonly,
             });
             format!("{GUEST_SHARE}/{name}")
         } else {
@@ -428,12 +476,47 @@ mod tests {
         );
         value["mounts"][1] =
             serde_json::json!({"destination": "/x", "type": "nfs", "source": "srv:/x"});
-        let spec: oci::Spec = serde_json::from_value(value).unwrap();
+        let spec: oci::Spec = serde_json::from_value(value.clone()).unwrap();
         assert!(
             for_guest(&spec, "t1")
                 .unwrap_err()
                 .to_string()
                 .contains("type 'nfs'")
         );
+        value["mounts"][1] = serde_json::json!({"destination": "/vol", "type": "bind",
+            "source": "/tmp", "options": ["rbind", "rshared", "rw"]});
+        let spec: oci::Spec = serde_json::from_value(value).unwrap();
+        let err = for_guest(&spec, "t1").unwrap_err().to_string();
+        assert!(
+            err.contains("mounts[1] (/vol)") && err.contains("'rshared' (Bidirectional"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_read_only_bind_over_submounts_is_left_to_the_host() {
+        let mut value: serde_json::Value = serde_json::from_str(CONFIG).unwrap();
+        // `/` always has mounts beneath it (/proc at least); this test's temp dir has none.
+        let plain = std::env::temp_dir().join(format!("spec-ro-{}", std::process::id()));
+        std::fs::create_dir_all(&plain).unwrap();
+        for (source, guest_ro) in [
+            ("/".to_string(), false),
+            (plain.display().to_string(), true),
+        ] {
+            value["mounts"][1]["source"] = source.clone().into();
+            let spec: oci::Spec = serde_json::from_value(value.clone()).unwrap();
+            let guest = for_guest(&spec, "t1").unwrap();
+            assert!(
+                guest.binds[0].readonly,
+                "{source}: the host bind is read-only"
+            );
+            assert_eq!(
+                guest.spec.Mounts[1].options.iter().any(|o| o == "ro"),
+                guest_ro,
+                "{source}: {:?}",
+                guest.spec.Mounts[1].options
+            );
+        }
+        std::fs::remove_dir(&plain).unwrap();
     }
 }
