@@ -306,6 +306,26 @@ impl Kubelet {
             .await
     }
 
+    /// Creates (CreateContainer only, no task yet) a container of `config`; its id.
+    async fn create_only(
+        &mut self,
+        pod_id: &str,
+        pod: &PodSpec,
+        config: cri::ContainerConfig,
+    ) -> String {
+        let name = config.metadata.as_ref().unwrap().name.clone();
+        self.runtime
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: pod_id.into(),
+                config: Some(config),
+                sandbox_config: Some(pod.config()),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("CreateContainer {name}: {e}\n{}", containerd_log_tail()))
+            .into_inner()
+            .container_id
+    }
+
     /// Creates and starts a container of `config`.
     async fn create_container_with(
         &mut self,
@@ -314,16 +334,7 @@ impl Kubelet {
         config: cri::ContainerConfig,
     ) -> String {
         let name = config.metadata.as_ref().unwrap().name.clone();
-        let reply = self
-            .runtime
-            .create_container(cri::CreateContainerRequest {
-                pod_sandbox_id: pod_id.into(),
-                config: Some(config),
-                sandbox_config: Some(pod.config()),
-            })
-            .await
-            .unwrap_or_else(|e| panic!("CreateContainer {name}: {e}\n{}", containerd_log_tail()));
-        let id = reply.into_inner().container_id;
+        let id = self.create_only(pod_id, pod, config).await;
         self.runtime
             .start_container(cri::StartContainerRequest {
                 container_id: id.clone(),
@@ -1073,17 +1084,7 @@ async fn security_context_and_volumes(k: &mut Kubelet) {
         propagation: cri::MountPropagation::PropagationBidirectional as i32,
         ..Default::default()
     }];
-    let id = k
-        .runtime
-        .create_container(cri::CreateContainerRequest {
-            pod_sandbox_id: pod_id.clone(),
-            config: Some(config),
-            sandbox_config: Some(pod.config()),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("CreateContainer bidirectional: {e}"))
-        .into_inner()
-        .container_id;
+    let id = k.create_only(&pod_id, &pod, config).await;
     // The task (and so the shim's check) comes with StartContainer.
     let refused = k
         .runtime

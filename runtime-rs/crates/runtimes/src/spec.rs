@@ -280,10 +280,8 @@ pub fn for_guest(spec: &oci::Spec, id: &str) -> Result<GuestSpec, SpecError> {
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
         let is_bind = kind == "bind" || options.iter().any(|o| o == "bind" || o == "rbind");
-        if let Some(option) = options
-            .iter()
-            .find(|o| is_bind && (*o == "rshared" || *o == "shared"))
-        {
+        let bidirectional = options.iter().find(|o| *o == "rshared" || *o == "shared");
+        if let Some(option) = bidirectional.filter(|_| is_bind) {
             return Err(SpecError::BidirectionalPropagation {
                 index,
                 destination,
