@@ -13,7 +13,7 @@ bookworm_pkgs=(
   linux-source-6.12 gcc-riscv64-linux-gnu libc6-dev-riscv64-cross
   make bc bison flex libelf-dev libssl-dev cpio xz-utils dpkg-dev pkg-config
   containerd runc busybox-static libseccomp-dev libcap-ng-dev iproute2 gperf
-  containernetworking-plugins protobuf-compiler
+  containernetworking-plugins iptables protobuf-compiler
 )
 backports_pkgs=(qemu-system-misc qemu-system-x86 opensbi)
 

@@ -32,6 +32,8 @@ fn out_dir() -> PathBuf {
 const SUBNET: &str = "10.99.0.0/24";
 /// The bridge CNI creates on the host (its gateway address is the host's).
 const BRIDGE: &str = "kata-cri0";
+/// The host's address on [`BRIDGE`].
+const GATEWAY: &str = "10.99.0.1";
 /// The pause image containerd 1.6 uses by default (`make images` builds it locally).
 const PAUSE_IMAGE: &str = "registry.k8s.io/pause:3.6";
 const BUSYBOX: &str = "docker.io/library/busybox:latest";
@@ -90,14 +92,19 @@ fn write_configs(dir: &Path) {
     .unwrap();
     let cni_conf = dir.join("cni");
     std::fs::create_dir_all(&cni_conf).unwrap();
-    // No portmap: it needs iptables, which the test hosts do not have.
+    // portmap (hostPort) only where the test host has iptables.
+    let portmap = if iptables_dir(dir).is_some() {
+        r#", {"type": "portmap", "capabilities": {"portMappings": true}}"#
+    } else {
+        ""
+    };
     std::fs::write(
         cni_conf.join("10-kata-e2e.conflist"),
         format!(
             r#"{{"cniVersion": "1.0.0", "name": "kata-e2e", "plugins": [
                 {{"type": "bridge", "bridge": "{BRIDGE}", "isGateway": true, "ipMasq": false,
                   "ipam": {{"type": "host-local", "ranges": [[{{"subnet": "{SUBNET}"}}]],
-                           "routes": [{{"dst": "0.0.0.0/0"}}]}}}}]}}"#
+                           "routes": [{{"dst": "0.0.0.0/0"}}]}}}}{portmap}]}}"#
         ),
     )
     .unwrap();
@@ -121,6 +128,45 @@ fn write_configs(dir: &Path) {
     std::fs::write(dir.join("config.toml"), config).unwrap();
 }
 
+/// Debian's legacy iptables, which CNI's portmap drives (the test hosts' kernels have
+/// iptables but no nftables compat layer); x86_64's test host has it, riscv64's not.
+const IPTABLES_LEGACY: &str = "/usr/sbin/xtables-legacy-multi";
+
+/// A directory, first on containerd's PATH, whose `iptables` tools are the legacy ones;
+/// None where the test host has no iptables.
+fn iptables_dir(dir: &Path) -> Option<PathBuf> {
+    if !Path::new(IPTABLES_LEGACY).exists() {
+        return None;
+    }
+    let bin = dir.join("iptables-bin");
+    if !bin.exists() {
+        std::fs::create_dir_all(&bin).unwrap();
+        for tool in ["iptables", "iptables-save", "iptables-restore", "ip6tables"] {
+            std::os::unix::fs::symlink(IPTABLES_LEGACY, bin.join(tool)).unwrap();
+        }
+    }
+    Some(bin)
+}
+
+/// The host's per-pod NAT rules (portmap's `CNI-DN-…` chains and the jumps to them, which
+/// it adds for a hostPort and removes with the pod), without counters; empty where the
+/// host has no iptables. portmap's shared chains (`CNI-HOSTPORT-…`) stay by design.
+fn nat_rules() -> Vec<String> {
+    let Some(bin) = iptables_dir(&containerd().dir) else {
+        return Vec::new();
+    };
+    let out = Command::new(bin.join("iptables-save"))
+        .args(["-t", "nat"])
+        .output()
+        .expect("iptables-save");
+    assert!(out.status.success(), "iptables-save: {}", text(&out.stderr));
+    text(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("CNI-DN-") || l.contains("CNI-SN-"))
+        .map(|l| l.split(" [").next().unwrap_or(l).to_string())
+        .collect()
+}
+
 /// Whether this host runs from its initramfs (the riscv64 test host), where runc cannot
 /// pivot_root and must be told so.
 fn root_is_initramfs() -> bool {
@@ -140,8 +186,11 @@ fn containerd() -> &'static Containerd {
         let log = std::fs::File::create(dir.join("containerd.log")).unwrap();
         // containerd finds `containerd-shim-kata-v2` (and, on riscv64, the runc shim and
         // runc) by name on its PATH.
+        let iptables = iptables_dir(&dir)
+            .map(|d| format!("{}:", d.display()))
+            .unwrap_or_default();
         let path = format!(
-            "{}:{}",
+            "{iptables}{}:{}",
             out_dir().display(),
             std::env::var("PATH").unwrap_or_default()
         );
@@ -235,6 +284,7 @@ struct PodSpec {
     handler: &'static str,
     log_dir: PathBuf,
     annotations: HashMap<String, String>,
+    port_mappings: Vec<cri::PortMapping>,
 }
 
 impl PodSpec {
@@ -246,6 +296,7 @@ impl PodSpec {
             handler,
             log_dir,
             annotations: HashMap::new(),
+            port_mappings: Vec::new(),
         }
     }
 
@@ -260,6 +311,7 @@ impl PodSpec {
             hostname: self.name.clone(),
             log_directory: self.log_dir.to_string_lossy().into_owned(),
             annotations: self.annotations.clone(),
+            port_mappings: self.port_mappings.clone(),
             linux: Some(cri::LinuxPodSandboxConfig {
                 // kubelet's pod cgroup (cgroupfs driver); the sandbox's is below it.
                 cgroup_parent: pod_cgroup(&self.name),
@@ -530,6 +582,7 @@ struct HostState {
     netns: BTreeSet<String>,
     veths: BTreeSet<String>,
     sandbox_dirs: BTreeSet<String>,
+    nat_rules: Vec<String>,
 }
 
 fn entries(dir: &str) -> BTreeSet<String> {
@@ -578,6 +631,7 @@ fn host_state() -> HostState {
             .into_iter()
             .chain(entries("/run/kata-containers/shared/sandboxes"))
             .collect(),
+        nat_rules: nat_rules(),
     }
 }
 
@@ -665,7 +719,18 @@ const CLIENT: &str = "until wget -q -O - http://127.0.0.1:8080/ 2>/dev/null; do 
 /// Returns (RunPodSandbox ms, ms to both containers running).
 async fn two_container_pod(k: &mut Kubelet, name: &str, handler: &'static str) -> (u128, u128) {
     let before = host_state();
-    let pod = PodSpec::new(name, handler);
+    let mut pod = PodSpec::new(name, handler);
+    // A hostPort (CNI portmap), where the test host has iptables.
+    let host_port = iptables_dir(&containerd().dir).map(|_| {
+        let port = if handler == "kata" { 30081 } else { 30080 };
+        pod.port_mappings.push(cri::PortMapping {
+            protocol: cri::Protocol::Tcp as i32,
+            container_port: 8080,
+            host_port: port,
+            host_ip: String::new(),
+        });
+        port
+    });
     let started = Instant::now();
     let pod_id = k
         .run_pod(&pod)
@@ -709,6 +774,25 @@ async fn two_container_pod(k: &mut Kubelet, name: &str, handler: &'static str) -
         PAGE,
         "{handler}: GET http://{ip}:8080/"
     );
+    // And through its hostPort on the host's own address (the bridge's gateway).
+    match host_port {
+        Some(port) => {
+            assert_eq!(
+                http_get(GATEWAY, port as u16).trim(),
+                PAGE,
+                "{handler}: GET http://{GATEWAY}:{port}/ (hostPort → 8080)"
+            );
+            // The per-pod rules the leak check below watches for exist while it runs.
+            let rules = nat_rules();
+            assert!(
+                rules.iter().any(|r| r.contains(&format!("--dport {port}"))),
+                "{handler}: no NAT rule for hostPort {port} in {rules:#?}"
+            );
+        }
+        None => println!(
+            "{handler}: hostPort not checked: this test host has no iptables ({IPTABLES_LEGACY})"
+        ),
+    }
 
     if handler == "kata" {
         exec_checks(k, name, &ip, &web, &client).await;
