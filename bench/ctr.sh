@@ -5,6 +5,6 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 runs="${RUNS:-10}"
-for arch in riscv64 x86_64; do
+for arch in ${ARCHES:-riscv64 x86_64}; do
   "$root/target/release/kvm-host" --arch "$arch" --timeout 1800 -- "sh bench/ctr-inner.sh $arch $runs"
 done

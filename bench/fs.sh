@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# make bench BENCH=fs: virtio-fs (inline and virtiofsd) against the host, inside the
-# riscv64 KVM test host (natively where KVM is real).
+# make bench BENCH=fs: virtio-fs (inline and virtiofsd) against the host, inside each KVM
+# test host (natively where KVM is real); ARCHES narrows the arches.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-out="$root/out/riscv64"
-"$root/target/release/kvm-host" --arch riscv64 --timeout 1800 -- \
-  "FS_BENCH_MIB=${FS_BENCH_MIB:-256} $out/fs-bench --dragonball $out/dragonball --virtiofsd $out/virtiofsd --kernel $out/Image --initrd $out/test-initrd.cpio.gz --dir /tmp/fs-bench"
+declare -A kernel=([riscv64]=Image [x86_64]=vmlinux)
+for arch in ${ARCHES:-riscv64 x86_64}; do
+  out="$root/out/$arch"
+  "$root/target/release/kvm-host" --arch "$arch" --timeout 1800 -- \
+    "FS_BENCH_MIB=${FS_BENCH_MIB:-256} $out/fs-bench --dragonball $out/dragonball --virtiofsd $out/virtiofsd --kernel $out/${kernel[$arch]} --initrd $out/test-initrd.cpio.gz --dir /tmp/fs-bench"
+done

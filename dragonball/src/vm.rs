@@ -187,6 +187,37 @@ pub struct MachineInputs<'a> {
     pub virtio_devices: Vec<(&'static str, Box<dyn VirtioDevice>)>,
     /// Where devices that end the VM (a reset line) report it.
     pub exit: Arc<VmExit>,
+    /// The start-path trace the arch code adds its build phases to.
+    pub trace: &'a StartTrace,
+}
+
+/// The start-path trace of one machine build: a debug record `vmm trace: PHASE at MS ms`
+/// per phase, timed from the start of the build (`make bench BENCH=trace` reads them).
+pub struct StartTrace {
+    started: std::time::Instant,
+}
+
+impl StartTrace {
+    /// Starts the clock.
+    pub fn new() -> Self {
+        StartTrace {
+            started: std::time::Instant::now(),
+        }
+    }
+
+    /// Records that `name` is done.
+    pub fn phase(&self, name: &str) {
+        log::debug!(
+            "vmm trace: {name} at {:.1} ms",
+            self.started.elapsed().as_secs_f64() * 1000.0
+        )
+    }
+}
+
+impl Default for StartTrace {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// What an arch's `create_machine` builds.
@@ -451,14 +482,8 @@ impl Vm {
         boot: &BootSourceConfig,
         exit: Arc<VmExit>,
     ) -> Result<(Running, Vec<Subscriber>), StartError> {
-        let started = std::time::Instant::now();
-        // The start-path trace (debug level; `make bench BENCH=trace` reads it).
-        let phase = |name: &str| {
-            log::debug!(
-                "vmm trace: {name} at {:.1} ms",
-                started.elapsed().as_secs_f64() * 1000.0
-            )
-        };
+        let trace = StartTrace::new();
+        let phase = |name: &str| trace.phase(name);
         let kvm = Kvm::new().map_err(|e| {
             StartError::kvm(
                 "opening /dev/kvm (this needs real KVM: run inside the KVM test host, see README)",
@@ -544,8 +569,9 @@ impl Vm {
             devices: DeviceManager::new(),
             virtio_devices,
             exit: exit.clone(),
+            trace: &trace,
         })?;
-        phase("machine built: irqchip, kernel, initrd, boot data, vCPUs set up");
+        phase("vCPUs set up");
         let seccomp = self.config.seccomp;
         let vcpus = VcpuManager::start(machine.vcpus, machine.devices.into_bus(), exit, seccomp)
             .map_err(|e| StartError::kvm("starting vCPU threads", e))?;

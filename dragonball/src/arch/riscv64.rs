@@ -192,6 +192,7 @@ fn load_images(inputs: &MachineInputs<'_>, mem_size: u64) -> Result<Loaded, Star
         None,
     )
     .map_err(|e| kernel_err(format!("loading into guest memory: {e}")))?;
+    inputs.trace.phase("kernel loaded");
     let entry = loaded.kernel_load.0;
     let kernel_end = entry + header.image_size.max(loaded.kernel_end - entry);
     let mem_end = layout::DRAM_BASE + mem_size;
@@ -203,6 +204,7 @@ fn load_images(inputs: &MachineInputs<'_>, mem_size: u64) -> Result<Loaded, Star
             Some((start, start + size))
         }
     };
+    inputs.trace.phase("initrd loaded");
     if kernel_end > mem_end {
         return Err(StartError::MemoryTooSmall(format!(
             "the kernel needs {} MiB with bss",
@@ -263,6 +265,7 @@ pub fn create_machine(mut inputs: MachineInputs<'_>) -> Result<Machine, StartErr
         virtio_slots.push(slot);
     }
 
+    inputs.trace.phase("irqchip and devices placed");
     let loaded = load_images(&inputs, mem_size)?;
 
     let with_aia = matches!(irqchip, Irqchip::Aia(_));
@@ -317,6 +320,7 @@ pub fn create_machine(mut inputs: MachineInputs<'_>) -> Result<Machine, StartErr
         .memory
         .write_slice(&blob, GuestAddress(layout::FDT_ADDR))
         .map_err(|e| StartError::boot_data("writing the device tree", e))?;
+    inputs.trace.phase("boot data written");
 
     let mut vcpus = Vec::new();
     for (id, fd) in fds.into_iter().enumerate() {

@@ -139,12 +139,14 @@ pub fn create_machine(mut inputs: MachineInputs<'_>) -> Result<Machine, StartErr
         ));
     }
 
+    inputs.trace.phase("irqchip and devices placed");
     let kernel_path = &inputs.boot.kernel_path;
     let kernel_err = |reason: String| StartError::Kernel {
         path: kernel_path.clone(),
         reason,
     };
     let kernel = kernel::load(inputs.memory, kernel_path).map_err(kernel_err)?;
+    inputs.trace.phase("kernel loaded");
     let initrd = match &inputs.boot.initrd_path {
         None => None,
         Some(path) => Some(crate::vm::load_initrd(
@@ -154,6 +156,7 @@ pub fn create_machine(mut inputs: MachineInputs<'_>) -> Result<Machine, StartErr
             kernel.end,
         )?),
     };
+    inputs.trace.phase("initrd loaded");
     if cmdline.len() > kernel.cmdline_max() {
         return Err(kernel_err(format!(
             "the command line is {} bytes; this kernel takes at most {}",
@@ -204,6 +207,7 @@ pub fn create_machine(mut inputs: MachineInputs<'_>) -> Result<Machine, StartErr
     let mptable = mptable::build(nr).map_err(|e| StartError::boot_data("the MP table", e))?;
     write(&mptable, mptable::MPTABLE_ADDR, "the MP table")?;
     write(&acpi::build(nr), acpi::TABLES_ADDR, "the ACPI tables")?;
+    inputs.trace.phase("boot data written");
 
     let mut vcpus = Vec::new();
     for id in 0..nr {
