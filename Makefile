@@ -10,7 +10,11 @@ ARCHES ?= $(SUPPORTED_ARCHES)
 CARGO ?= cargo
 export KATA_RV_CACHE ?= $(HOME)/.cache/kata-rv
 OUT := $(CURDIR)/out
-TARGET_DIR := $(CURDIR)/target
+# Cargo's target dir lives in the cache too: a fresh clone (CI's) then rebuilds only our own
+# crates, not every dependency for every target and profile. Cargo keys each artifact by its
+# inputs; `make setup` trims the dir when it outgrows KATA_RV_TARGET_CAP_GIB.
+export CARGO_TARGET_DIR ?= $(KATA_RV_CACHE)/cargo-target
+TARGET_DIR := $(CARGO_TARGET_DIR)
 
 static_target_riscv64 := riscv64gc-unknown-linux-gnu
 static_target_x86_64 := x86_64-unknown-linux-musl

@@ -6,10 +6,11 @@
 # medians, spread and ratios are printed and written to out/bench/cri-<arch>.json.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$root/bench/host-lib.sh"
 runs="${RUNS:-10}"
 cd "$root"
 for arch in ${ARCHES:-riscv64 x86_64}; do
   make --no-print-directory kvm-artifacts initrd e2e-tests ARCH="$arch"
-  "$root/target/release/kvm-host" --arch "$arch" --timeout 3600 -- \
+  kvm_host --arch "$arch" --timeout 3600 -- \
     "KATA_RV_BENCH_RUNS=$runs out/$arch/e2e/kata-rv-e2e-cri --ignored --exact bench_pod_start --nocapture --test-threads=1"
 done

@@ -4,7 +4,8 @@
 # runc: Debian's on x86_64; on riscv64 cross-built from Debian's source (make runc).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$root/bench/host-lib.sh"
 runs="${RUNS:-10}"
 for arch in ${ARCHES:-riscv64 x86_64}; do
-  "$root/target/release/kvm-host" --arch "$arch" --timeout 1800 -- "sh bench/ctr-inner.sh $arch $runs"
+  kvm_host --arch "$arch" --timeout 1800 -- "sh bench/ctr-inner.sh $arch $runs"
 done

@@ -6,8 +6,9 @@
 # baseline, in the same invocation. JSON in out/bench/density-<arch>.json.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$root/bench/host-lib.sh"
 for arch in ${ARCHES:-riscv64 x86_64}; do
   # kvm-host passes no environment through: settings go on the command line.
-  "$root/target/release/kvm-host" --arch "$arch" --timeout 3600 -- \
+  kvm_host --arch "$arch" --timeout 3600 -- \
     "MEM=${MEM:-128} MAX=${MAX:-40} MARGIN_MIB=${MARGIN_MIB:-256} sh bench/density-inner.sh $arch"
 done

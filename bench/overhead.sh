@@ -6,9 +6,10 @@
 # N is capped at what the test host's memory holds (kvm-host gives it 2048 MiB).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$root/bench/host-lib.sh"
 n="${N:-20}"
 for arch in ${ARCHES:-riscv64 x86_64}; do
   # kvm-host passes no environment through: settings go on the command line.
-  "$root/target/release/kvm-host" --arch "$arch" --timeout 3600 -- \
+  kvm_host --arch "$arch" --timeout 3600 -- \
     "MEM=${MEM:-128} SHARED_FS=${SHARED_FS:-} sh bench/overhead-inner.sh $arch $n"
 done

@@ -9,10 +9,11 @@
 # which N = 20 parallel starts exceed under TCG in both test hosts).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$root/bench/host-lib.sh"
 n="${N:-20}"
 runs="${RUNS:-5}"
 for arch in ${ARCHES:-riscv64 x86_64}; do
   # kvm-host passes no environment through: settings go on the command line.
-  "$root/target/release/kvm-host" --arch "$arch" --timeout 3600 -- \
+  kvm_host --arch "$arch" --timeout 3600 -- \
     "MEM=${MEM:-128} BATCHES=${BATCHES:-1} AGENT_TIMEOUT_S=${AGENT_TIMEOUT_S:-600} sh bench/parallel-inner.sh $arch $n $runs"
 done

@@ -4,7 +4,8 @@
 # (debug level) over RUNS runs, medians per phase, each marked host or guest work.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$root/bench/host-lib.sh"
 runs="${RUNS:-10}"
 for arch in ${ARCHES:-riscv64 x86_64}; do
-  "$root/target/release/kvm-host" --arch "$arch" --timeout 1800 -- "sh bench/trace-inner.sh $arch $runs"
+  kvm_host --arch "$arch" --timeout 1800 -- "sh bench/trace-inner.sh $arch $runs"
 done
