@@ -22,20 +22,23 @@ cross_cc_riscv64 := riscv64-linux-gnu-gcc
 cross_cc_x86_64 := gcc
 kernel_files_riscv64 := Image config
 kernel_files_x86_64 := vmlinux bzImage config
+l1_kernel_files_riscv64 := Image config
+l1_kernel_files_x86_64 := vmlinux config
 STATIC_BINS := kvm-host-init kvm-smoke test-init dragonball kata-agent containerd-shim-kata-v2
 
 ifeq ($(filter $(ARCH),$(SUPPORTED_ARCHES)),)
 $(error ARCH=$(ARCH) is not supported: use riscv64 or x86_64)
 endif
 
-.PHONY: help setup build host static kernel busybox initrd pause images kvm-artifacts kvm-host \
+.PHONY: help setup build host static kernel kvm-host-kernel busybox initrd pause images kvm-artifacts kvm-host \
         vm-tests vm-suite bench bench-bins virtiofsd containerd cni runc e2e-tests e2e install run \
         lint test test-riscv64 fuzz fuzz-smoke soak clean
 
 help:
 	@echo "make setup                 install packages, rustup targets, virtiofsd (idempotent)"
 	@echo "make build                 host binaries + static binaries for both arches"
-	@echo "make kernel ARCH=a         guest kernel (cached in $(KATA_RV_CACHE))"
+	@echo "make kernel ARCH=a         microVM guest kernel (cached in $(KATA_RV_CACHE))"
+	@echo "make kvm-host-kernel ARCH=a  the KVM test host's kernel (KVM, 9p, CNI), in out/ARCH/kvm-host"
 	@echo "make initrd ARCH=a         test initrd + sandbox initrd (kata-agent as /init)"
 	@echo "make images                OCI image tarballs: busybox + pause, both arches"
 	@echo "make kvm-host ARCH=a CMD=c run CMD inside the KVM test host of ARCH"
@@ -70,6 +73,11 @@ build: setup host
 kernel:
 	dir=$$(guest-kernel/build.sh $(ARCH)); mkdir -p $(OUT)/$(ARCH); \
 	for f in $(kernel_files_$(ARCH)); do ln -sfn $$dir/$$f $(OUT)/$(ARCH)/$$f; done
+
+# The KVM test host's own kernel (KVM, 9p, what containerd and CNI use) in out/ARCH/kvm-host.
+kvm-host-kernel:
+	dir=$$(guest-kernel/build.sh $(ARCH) kvm-host); mkdir -p $(OUT)/$(ARCH)/kvm-host; \
+	for f in $(l1_kernel_files_$(ARCH)); do ln -sfn $$dir/$$f $(OUT)/$(ARCH)/kvm-host/$$f; done
 
 busybox:
 	bin=$$(tests/images/busybox.sh $(ARCH)); mkdir -p $(OUT)/$(ARCH); \
@@ -106,9 +114,9 @@ virtiofsd:
 	if [[ $(ARCH) == riscv64 ]]; then ln -sfn $$(scripts/virtiofsd-riscv64.sh) $(OUT)/$(ARCH)/virtiofsd; \
 	else rm -f $(OUT)/$(ARCH)/virtiofsd; cp $$(command -v virtiofsd) $(OUT)/$(ARCH)/virtiofsd; fi
 
-# Everything a KVM test host of ARCH needs: kernel, static binaries, virtiofsd; riscv64 also
-# busybox, containerd, CNI plugins and runc (the CRI test's baseline).
-kvm-artifacts: kernel static virtiofsd
+# Everything a KVM test host of ARCH needs: its kernel, the guest kernel, static binaries,
+# virtiofsd; riscv64 also busybox, containerd, CNI plugins and runc (the CRI test's baseline).
+kvm-artifacts: kernel kvm-host-kernel static virtiofsd
 	if [[ $(ARCH) == riscv64 ]]; then $(MAKE) --no-print-directory busybox containerd cni runc ARCH=riscv64; fi
 
 # containerd + ctr for the test host: riscv64 cross-built from Debian's source (cached);

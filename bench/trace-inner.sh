@@ -8,8 +8,15 @@ arch="$1"; runs="${2:-10}"
 root="$(cd "$(dirname "$0")/.." && pwd)"
 out="$root/out/$arch"
 if [ "$arch" = riscv64 ]; then kernel="$out/Image"; else kernel="$out/vmlinux"; fi
+# TRACE_KERNEL and TRACE_SHIM trace another guest kernel or shim (before/after figures).
+kernel="${TRACE_KERNEL:-$kernel}"
 work="$(mktemp -d /tmp/kata-trace.XXXXXX)"
-PATH="$out:$PATH"; export PATH
+PATH="$out:$PATH"
+if [ -n "${TRACE_SHIM:-}" ]; then
+  mkdir -p /tmp/kata-trace-shim && cp "$TRACE_SHIM" /tmp/kata-trace-shim/containerd-shim-kata-v2
+  PATH="/tmp/kata-trace-shim:$PATH"
+fi
+export PATH
 sed -e "s|@PREFIX@/share/kata-containers/[A-Za-z]*-dragonball|$kernel|" \
     -e "s|@PREFIX@/share/kata-containers/kata-containers-initrd.img|$out/kata-containers-initrd.img|" \
     -e '/^\[runtime\]/,/^\[/ s|^enable_debug = .*|enable_debug = true|' \

@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# Builds the kata-rv guest kernel for one architecture from Debian's linux-source-6.12:
-# tinyconfig + fragments/common.config + fragments/<arch>.config + olddefconfig, -j2.
+# Builds a kata-rv kernel for one architecture from Debian's linux-source-6.12: tinyconfig +
+# fragments/common.config + fragments/<arch>.config + olddefconfig, -j2. That is the microVM
+# guest kernel; the `kvm-host` flavor (the KVM test host's L1 kernel) adds
+# fragments/kvm-host.config + fragments/kvm-host-<arch>.config (KVM, 9p, CNI's needs).
 #
-# Usage: guest-kernel/build.sh riscv64|x86_64
+# Usage: guest-kernel/build.sh riscv64|x86_64 [guest|kvm-host]
 # Output: the kernel lands in a cache dir keyed by the source version and every input
 # file; the last line printed is that directory. A second run with the same inputs does
 # nothing. The build fails if olddefconfig dropped or changed any requested option.
 set -euo pipefail
 
-arch="${1:?usage: build.sh riscv64|x86_64}"
+arch="${1:?usage: build.sh riscv64|x86_64 [guest|kvm-host]}"
+flavor="${2:-guest}"
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cache="${KATA_RV_CACHE:-$HOME/.cache/kata-rv}"
 jobs="${KATA_RV_JOBS:-2}"
@@ -20,16 +23,23 @@ case "$arch" in
   *) echo "build.sh: unknown ARCH '$arch' (expected riscv64 or x86_64)" >&2; exit 2 ;;
 esac
 
+fragments=("$here/fragments/common.config" "$here/fragments/$arch.config")
+case "$flavor" in
+  guest) ;;
+  kvm-host) fragments+=("$here/fragments/kvm-host.config" "$here/fragments/kvm-host-$arch.config") ;;
+  *) echo "build.sh: unknown flavor '$flavor' (expected guest or kvm-host)" >&2; exit 2 ;;
+esac
+
 if [[ ! -f "$tarball" ]]; then
   echo "build.sh: $tarball is missing: run 'make setup' (it installs linux-source-6.12)" >&2
   exit 1
 fi
 src_version="$(dpkg-query -W -f='${Version}' linux-source-6.12)"
-key="$( { echo "$src_version"; cat "$here/build.sh" "$here/fragments/common.config" "$here/fragments/$arch.config"; } | sha256sum | cut -c1-16)"
-dest="$cache/kernel/$arch-$key"
+key="$( { echo "$src_version $flavor"; cat "$here/build.sh" "${fragments[@]}"; } | sha256sum | cut -c1-16)"
+dest="$cache/kernel/$arch-$flavor-$key"
 
 if [[ -f "$dest/.complete" ]]; then
-  echo "kernel $arch: cached" >&2
+  echo "kernel $arch $flavor: cached" >&2
   echo "$dest"
   exit 0
 fi
@@ -42,12 +52,11 @@ if [[ ! -f "$src/.unpacked" ]]; then
   touch "$src/.unpacked"
 fi
 
-build="$cache/kernel/build-$arch-$key"
+build="$cache/kernel/build-$arch-$flavor-$key"
 rm -rf "$build" && mkdir -p "$build"
 mk=(make -C "$src" O="$build" ARCH="$karch" CROSS_COMPILE="$cross" -j"$jobs")
-fragments=("$here/fragments/common.config" "$here/fragments/$arch.config")
 
-echo "kernel $arch: configuring (tinyconfig + fragments)" >&2
+echo "kernel $arch $flavor: configuring (tinyconfig + fragments)" >&2
 "${mk[@]}" tinyconfig >/dev/null
 (cd "$build" && ARCH="$karch" CROSS_COMPILE="$cross" "$src/scripts/kconfig/merge_config.sh" -m -O "$build" .config "${fragments[@]}" >/dev/null)
 "${mk[@]}" olddefconfig >/dev/null
@@ -67,14 +76,14 @@ while IFS= read -r line; do
   fi
 done < <(cat "${fragments[@]}")
 if [[ "$missing" != 0 ]]; then
-  echo "build.sh: kernel config for $arch lost requested options (see above); fix guest-kernel/fragments/" >&2
+  echo "build.sh: $flavor kernel config for $arch lost requested options (see above); fix guest-kernel/fragments/" >&2
   exit 1
 fi
 
-echo "kernel $arch: building ${targets[*]} with -j$jobs (a few minutes)" >&2
+echo "kernel $arch $flavor: building ${targets[*]} with -j$jobs (a few minutes)" >&2
 start=$(date +%s)
 "${mk[@]}" "${targets[@]}" >"$build/build.log" 2>&1 || { tail -n 40 "$build/build.log" >&2; exit 1; }
-echo "kernel $arch: built in $(( $(date +%s) - start )) s" >&2
+echo "kernel $arch $flavor: built in $(( $(date +%s) - start )) s" >&2
 
 tmp="$dest.tmp"
 rm -rf "$tmp" && mkdir -p "$tmp"

@@ -39,6 +39,9 @@ pub struct AgentConfig {
     pub server_addr: String,
     /// vsock port for the JSON log stream; 0 logs to stderr only.
     pub log_vport: u32,
+    /// Host vsock port to dial once the ttrpc server serves (the runtime's readiness
+    /// listener); 0 announces nothing.
+    pub ready_vport: u32,
     /// Log verbosity.
     pub log_level: LogLevel,
     /// Whether a debug console was requested (not provided by this agent).
@@ -50,6 +53,7 @@ impl Default for AgentConfig {
         Self {
             server_addr: DEFAULT_SERVER_ADDR.to_string(),
             log_vport: kata_agent_protocols::AGENT_LOG_VSOCK_PORT,
+            ready_vport: 0,
             log_level: LogLevel::Info,
             debug_console: false,
         }
@@ -133,6 +137,11 @@ impl AgentConfig {
                     .parse()
                     .map_err(|_| error(format!("'{value}' is not a port number")))?;
             }
+            "agent.ready_vport" => {
+                self.ready_vport = value
+                    .parse()
+                    .map_err(|_| error(format!("'{value}' is not a port number")))?;
+            }
             "agent.debug_console" => self.debug_console = true,
             _ => return Ok(false),
         }
@@ -158,11 +167,12 @@ mod tests {
         let mut config = AgentConfig::default();
         let ignored = config
             .apply_cmdline(
-                "console=ttyS0 agent.log=debug agent.log_vport=2000 agent.hotplug_timeout=3 quiet",
+                "console=ttyS0 agent.log=debug agent.log_vport=2000 agent.ready_vport=1026 agent.hotplug_timeout=3 quiet",
             )
             .unwrap();
         assert_eq!(config.log_level, LogLevel::Debug);
         assert_eq!(config.log_vport, 2000);
+        assert_eq!(config.ready_vport, 1026);
         assert_eq!(ignored, vec!["agent.hotplug_timeout".to_string()]);
     }
 

@@ -112,6 +112,15 @@ async fn serve(config: AgentConfig, log: slog::Logger) -> Result<(), String> {
         .await
         .map_err(|e| format!("starting the ttrpc server: {e}"))?;
     slog::info!(log, "agent listening"; "address" => &config.server_addr, "uptime_s" => uptime());
+    if config.ready_vport != 0 && config.server_addr.starts_with("vsock://") {
+        let (port, log) = (config.ready_vport, log.clone());
+        tokio::task::spawn_blocking(move || match announce_ready(port) {
+            Ok(()) => slog::debug!(log, "announced readiness"; "host_port" => port),
+            Err(e) => {
+                slog::warn!(log, "readiness announce failed: the runtime finds the agent by polling"; "host_port" => port, "error" => %e)
+            }
+        });
+    }
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| format!("watching SIGTERM: {e}"))?;
     tokio::select! {
@@ -126,6 +135,21 @@ async fn serve(config: AgentConfig, log: slog::Logger) -> Result<(), String> {
     // Nothing of the sandbox outlives the agent (in host mode the kernel would not do it).
     agent.remove_everything().await;
     Ok(())
+}
+
+/// Dials host vsock port `port` and hangs up: the runtime's signal that ttrpc is served.
+fn announce_ready(port: u32) -> nix::Result<()> {
+    use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, VsockAddr};
+    let fd = socket::socket(
+        AddressFamily::Vsock,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    socket::connect(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &VsockAddr::new(libc::VMADDR_CID_HOST, port),
+    )
 }
 
 fn uptime() -> f64 {

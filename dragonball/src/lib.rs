@@ -11,6 +11,7 @@ pub mod config;
 pub mod console;
 pub mod device_manager;
 pub mod seccomp;
+pub mod sparse_image;
 pub mod vcpu;
 pub mod vm;
 pub mod vmm;

@@ -52,3 +52,6 @@ pub mod empty {
 pub const AGENT_VSOCK_PORT: u32 = 1024;
 /// The vsock port the agent streams its logs on.
 pub const AGENT_LOG_VSOCK_PORT: u32 = 1025;
+/// The host vsock port the agent dials once it serves (`agent.ready_vport=`), so the
+/// runtime connects when the agent is ready instead of polling a booting guest.
+pub const AGENT_READY_HOST_PORT: u32 = 1026;

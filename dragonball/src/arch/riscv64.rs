@@ -185,10 +185,11 @@ fn load_images(inputs: &MachineInputs<'_>, mem_size: u64) -> Result<Loaded, Star
         .read_exact(&mut head)
         .map_err(|e| kernel_err(format!("reading the Image header: {e}")))?;
     let header = image::parse_header(&head).map_err(|e| kernel_err(e.to_string()))?;
+    // Into the VM's fresh (zero) RAM: the Image's zero blocks are skipped.
     let loaded = PE::load(
         inputs.memory.as_ref(),
         Some(GuestAddress(layout::DRAM_BASE)),
-        &mut kernel,
+        &mut crate::sparse_image::SparseImage::new(&mut kernel),
         None,
     )
     .map_err(|e| kernel_err(format!("loading into guest memory: {e}")))?;

@@ -37,6 +37,16 @@ pub fn kernel(arch: Arch) -> PathBuf {
     }
 }
 
+/// The KVM test host's own kernel of `arch` (`make kvm-host-kernel`): the guest kernel's
+/// configuration plus KVM, 9p and what containerd and CNI use, in `out/<arch>/kvm-host`.
+pub fn l1_kernel(arch: Arch) -> PathBuf {
+    let dir = out_dir(arch).join("kvm-host");
+    match arch {
+        Arch::Riscv64 => dir.join("Image"),
+        Arch::X86_64 => dir.join("vmlinux"),
+    }
+}
+
 /// A static binary of this project built for `arch`, as copied into `out/<arch>/`.
 pub fn binary(arch: Arch, name: &str) -> PathBuf {
     out_dir(arch).join(name)
@@ -45,7 +55,7 @@ pub fn binary(arch: Arch, name: &str) -> PathBuf {
 /// What booting an emulated L1 test host needs.
 #[derive(Debug, Clone)]
 pub struct L1Artifacts {
-    /// The L1 kernel (also the L2 guest kernel).
+    /// The L1 kernel.
     pub kernel: PathBuf,
     /// The static `kvm-host-init`.
     pub init: PathBuf,
@@ -75,7 +85,7 @@ pub fn l1(arch: Arch) -> Result<L1Artifacts, MissingArtifact> {
         }
     };
     Ok(L1Artifacts {
-        kernel: need("the guest kernel", kernel(arch))?,
+        kernel: need("the KVM test host kernel", l1_kernel(arch))?,
         init: need("kvm-host-init", binary(arch, "kvm-host-init"))?,
         busybox: match arch {
             Arch::Riscv64 => Some(need("busybox", binary(arch, "busybox"))?),

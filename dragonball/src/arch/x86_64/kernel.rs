@@ -13,6 +13,8 @@ use linux_loader::loader::elf::{Elf, PvhBootCapability};
 use linux_loader::loader::{Error as LoaderError, KernelLoader, bzimage};
 use vm_memory::GuestAddress;
 
+use crate::sparse_image::SparseImage;
+
 /// `type_of_loader` for a boot loader without an assigned id.
 const LOADER_OTHER: u8 = 0xff;
 /// Boot protocol versions that added the fields we rely on.
@@ -82,10 +84,11 @@ pub fn load(memory: &GuestMemory, path: &Path) -> Result<LoadedKernel, String> {
 }
 
 fn load_elf(memory: &GuestMemory, file: &mut File) -> Result<LoadedKernel, String> {
+    // Into the VM's fresh (zero) RAM: the zero padding after the text is skipped.
     let loaded = Elf::load(
         memory.as_ref(),
         None,
-        file,
+        &mut SparseImage::new(file),
         Some(GuestAddress(layout::HIMEM_START)),
     )
     .map_err(|e| format!("loading the ELF vmlinux: {e}"))?;

@@ -1,6 +1,7 @@
 //! The runtime's connection to the guest agent: a ttrpc client over the VMM's hybrid
 //! vsock unix socket (`CONNECT <port>\n` → `OK <host port>\n`) or, for the agent's host
-//! mode, a plain unix socket. Connecting retries until the agent listens or a deadline.
+//! mode, a plain unix socket. Connecting retries until the agent listens or a deadline;
+//! with a [`ReadyListener`] it waits for the agent to announce itself instead of polling.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -9,9 +10,9 @@ use kata_agent_protocols::agent_ttrpc::AgentServiceClient;
 use kata_agent_protocols::health::{CheckRequest, health_check_response::ServingStatus};
 use kata_agent_protocols::health_ttrpc::HealthClient;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::UnixStream;
+use tokio::net::{UnixListener, UnixStream};
 
-pub use kata_agent_protocols::{AGENT_LOG_VSOCK_PORT, AGENT_VSOCK_PORT};
+pub use kata_agent_protocols::{AGENT_LOG_VSOCK_PORT, AGENT_READY_HOST_PORT, AGENT_VSOCK_PORT};
 
 mod agent;
 pub use agent::{Agent, RpcError, RpcResult, TtrpcAgent};
@@ -43,6 +44,15 @@ pub enum ConnectError {
         /// The last failure seen.
         #[source]
         last: AttemptError,
+    },
+    /// The readiness listener could not be bound.
+    #[error("listening for the agent's readiness at {}: {source}", path.display())]
+    Listen {
+        /// The socket path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
     },
 }
 
@@ -145,6 +155,47 @@ pub const RETRY_FIRST: Duration = Duration::from_millis(10);
 /// had 9 of 10 miss a 600 s agent timeout; with this backoff all 10 ran in 441 s.
 pub const RETRY_MAX: Duration = Duration::from_millis(100);
 
+/// The pause between attempts while a [`ReadyListener`] waits for the agent's announce:
+/// the announce ends the wait, so these attempts are only the fallback for an agent that
+/// does not announce (or announced before the listener was bound).
+pub const ANNOUNCED_RETRY: Duration = Duration::from_secs(1);
+
+/// Where the VMM delivers the guest's connections to host vsock port `port`: a unix
+/// socket at `<uds>_<port>`. The agent dials it once its ttrpc server serves
+/// (`agent.ready_vport=`), so the runtime connects then instead of polling the guest.
+/// The socket file goes with the value.
+pub struct ReadyListener {
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+impl ReadyListener {
+    /// Binds `<uds>_<port>`, replacing a stale socket file.
+    pub fn bind(uds: &Path, port: u32) -> Result<Self, ConnectError> {
+        let path = PathBuf::from(format!("{}_{port}", uds.display()));
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).map_err(|source| ConnectError::Listen {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(Self { listener, path })
+    }
+
+    /// Waits up to `limit` for a connection (the announce) and hangs it up; true if one came.
+    async fn announced_within(&self, limit: Duration) -> bool {
+        tokio::select! {
+            accepted = self.listener.accept() => accepted.is_ok(),
+            _ = tokio::time::sleep(limit) => false,
+        }
+    }
+}
+
+impl Drop for ReadyListener {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
 /// Opens a stream to `port` through the VMM's hybrid vsock socket; a handshake that is
 /// not answered within [`HANDSHAKE_TIMEOUT`] fails.
 pub async fn connect_hybrid_vsock(uds: &Path, port: u32) -> Result<UnixStream, HybridVsockError> {
@@ -239,9 +290,24 @@ pub fn context(timeout: Duration) -> ttrpc::context::Context {
 impl AgentClient {
     /// Connects and waits for Health.Check to answer SERVING, retrying until `deadline`.
     pub async fn connect(endpoint: &Endpoint, deadline: Duration) -> Result<Self, ConnectError> {
+        Self::connect_when_ready(endpoint, None, deadline).await
+    }
+
+    /// [`AgentClient::connect`], but with `ready` the first attempt waits for the agent's
+    /// announce and later ones come every [`ANNOUNCED_RETRY`] or at the next announce
+    /// (at least [`RETRY_FIRST`] apart, whatever the guest sends); without it, attempts
+    /// start at once and back off from [`RETRY_FIRST`] to [`RETRY_MAX`].
+    pub async fn connect_when_ready(
+        endpoint: &Endpoint,
+        ready: Option<&ReadyListener>,
+        deadline: Duration,
+    ) -> Result<Self, ConnectError> {
         let started = Instant::now();
         let mut last = AttemptError::NotTried;
         let mut pause = RETRY_FIRST;
+        if let Some(ready) = ready {
+            ready.announced_within(ANNOUNCED_RETRY.min(deadline)).await;
+        }
         while started.elapsed() < deadline {
             let remaining = deadline.saturating_sub(started.elapsed());
             match open(endpoint, remaining).await {
@@ -260,8 +326,17 @@ impl AgentClient {
                 Err(e) => last = e,
             }
             let left = deadline.saturating_sub(started.elapsed());
-            tokio::time::sleep(pause.min(left)).await;
-            pause = (pause * 2).min(RETRY_MAX);
+            match ready {
+                Some(ready) => {
+                    tokio::time::sleep(RETRY_FIRST.min(left)).await;
+                    let left = deadline.saturating_sub(started.elapsed());
+                    ready.announced_within(ANNOUNCED_RETRY.min(left)).await;
+                }
+                None => {
+                    tokio::time::sleep(pause.min(left)).await;
+                    pause = (pause * 2).min(RETRY_MAX);
+                }
+            }
         }
         Err(ConnectError::Timeout {
             endpoint: endpoint.to_string(),
@@ -325,6 +400,75 @@ mod tests {
         .err()
         .unwrap();
         assert!(err.to_string().contains("did not answer within"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_announcing_agent_is_tried_only_after_its_announce() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let dir = std::env::temp_dir().join(format!("agent-client-ready-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let uds = dir.join("hv.sock");
+        let vmm = UnixListener::bind(&uds).unwrap();
+        let announced = Arc::new(AtomicBool::new(false));
+        let (attempts, early) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        // A VMM whose guest refuses every CONNECT; it counts them, and those made before
+        // the guest announced itself.
+        let server = {
+            let (announced, attempts, early) = (announced.clone(), attempts.clone(), early.clone());
+            tokio::spawn(async move {
+                loop {
+                    let (mut stream, _) = vmm.accept().await.unwrap();
+                    let mut request = [0u8; 13];
+                    stream.read_exact(&mut request).await.unwrap();
+                    attempts.fetch_add(1, Ordering::SeqCst);
+                    if !announced.load(Ordering::SeqCst) {
+                        early.fetch_add(1, Ordering::SeqCst);
+                    }
+                    stream.write_all(b"NO\n").await.unwrap();
+                }
+            })
+        };
+        let ready = ReadyListener::bind(&uds, AGENT_READY_HOST_PORT).unwrap();
+        let announce_path = dir.join(format!("hv.sock_{AGENT_READY_HOST_PORT}"));
+        assert!(announce_path.exists());
+        let guest = {
+            let (announced, path) = (announced.clone(), announce_path.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                announced.store(true, Ordering::SeqCst);
+                UnixStream::connect(path).await.unwrap();
+            })
+        };
+        let endpoint = Endpoint::HybridVsock {
+            uds: uds.clone(),
+            port: 1024,
+        };
+        // The deadline ends before the 1 s fallback attempt would come.
+        let err =
+            AgentClient::connect_when_ready(&endpoint, Some(&ready), Duration::from_millis(600))
+                .await
+                .err()
+                .unwrap();
+        assert!(err.to_string().contains("instead of OK"), "{err}");
+        assert_eq!(
+            attempts.load(Ordering::SeqCst),
+            1,
+            "one attempt, at the announce"
+        );
+        assert_eq!(
+            early.load(Ordering::SeqCst),
+            0,
+            "no attempt before the announce"
+        );
+        guest.await.unwrap();
+        drop(ready);
+        assert!(
+            !announce_path.exists(),
+            "the listener's socket file goes with it"
+        );
+        server.abort();
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -453,7 +453,8 @@ impl Config {
         } else {
             agent.log_level.as_str()
         };
-        format!("agent.log={level} agent.log_vport=1025")
+        // 1025: the agent's log stream; 1026: the host port it dials once it serves.
+        format!("agent.log={level} agent.log_vport=1025 agent.ready_vport=1026")
     }
 
     /// Whether the shim logs at debug level.
@@ -511,7 +512,7 @@ log_level = "info"
         assert_eq!(config.hypervisor.dragonball.shared_fs, SharedFs::Inline);
         assert_eq!(
             config.agent_kernel_params(),
-            "agent.log=info agent.log_vport=1025"
+            "agent.log=info agent.log_vport=1025 agent.ready_vport=1026"
         );
         assert_eq!(config.agent.kata.reconnect_timeout_ms, 30_000);
     }

@@ -23,7 +23,8 @@ use crate::trace::Trace;
 /// Connects to the agent of a booted VM.
 #[async_trait]
 pub trait AgentConnector: Send + Sync {
-    /// Connects through the VMM's hybrid vsock socket, retrying until `deadline`.
+    /// Connects through the VMM's hybrid vsock socket once the agent announces itself
+    /// (or a fallback attempt reaches it), until `deadline`.
     async fn connect(
         &self,
         paths: &SandboxPaths,
@@ -49,7 +50,11 @@ impl AgentConnector for HybridVsock {
             uds: paths.hvsock(),
             port: agent_client::AGENT_VSOCK_PORT,
         };
-        let client = AgentClient::connect(&endpoint, deadline).await?;
+        let ready = agent_client::ReadyListener::bind(
+            &paths.hvsock(),
+            agent_client::AGENT_READY_HOST_PORT,
+        )?;
+        let client = AgentClient::connect_when_ready(&endpoint, Some(&ready), deadline).await?;
         Ok(Arc::new(TtrpcAgent {
             client,
             rpc_timeout,

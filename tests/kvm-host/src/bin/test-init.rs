@@ -14,6 +14,8 @@
 //! - `vsock-echo`: echo every stream accepted on vsock port 1234, and open
 //!   `test_init.connect=N` streams (default 0) to host port 4321 and echo those too;
 //!   runs until the VMM stops the VM.
+//! - `dmesg`: print the kernel log (every level, `[seconds] message`), then power off: with
+//!   `quiet initcall_debug` it times each initcall of a boot that wrote nothing to the console.
 //!
 //! The VM ends by power-off on riscv64 and by reboot on x86_64, unless
 //! `test_init.end=poweroff` asks for a power-off there too (ACPI S5 under Dragonball).
@@ -256,6 +258,49 @@ fn net_echo() {
     }
 }
 
+/// Prints every record of the kernel log buffer as `[seconds] message` (from /dev/kmsg,
+/// read non-blocking until it is drained).
+fn dmesg() {
+    use std::os::unix::fs::OpenOptionsExt;
+    let kmsg = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open("/dev/kmsg");
+    let mut kmsg = match kmsg {
+        Ok(f) => f,
+        Err(e) => return println!("{MARKER}: /dev/kmsg: {e}"),
+    };
+    let mut record = vec![0u8; 8192];
+    let mut out = std::io::stdout().lock();
+    loop {
+        match kmsg.read(&mut record) {
+            Ok(0) => break,
+            Ok(n) => {
+                // "prio,seq,usec,flags[,…];message\n" (continuation lines start with a space).
+                let line = String::from_utf8_lossy(&record[..n]);
+                let Some((head, message)) = line.split_once(';') else {
+                    continue;
+                };
+                let usec: u64 = head
+                    .split(',')
+                    .nth(2)
+                    .and_then(|u| u.parse().ok())
+                    .unwrap_or(0);
+                let first = message.lines().next().unwrap_or("");
+                let _ = writeln!(
+                    out,
+                    "[{:>4}.{:06}] {first}",
+                    usec / 1_000_000,
+                    usec % 1_000_000
+                );
+            }
+            // EPIPE: a record was overwritten while reading; go on with the next.
+            Err(e) if e.raw_os_error() == Some(nix::libc::EPIPE) => continue,
+            Err(_) => break,
+        }
+    }
+}
+
 fn main() {
     if let Err(e) = pid1::mount_kernel_filesystems(Path::new("/")) {
         println!("{MARKER}: error: {e}");
@@ -281,6 +326,9 @@ fn main() {
         loop {
             std::thread::sleep(std::time::Duration::from_secs(3600));
         }
+    }
+    if mode.as_deref() == Some("dmesg") {
+        dmesg();
     }
     if mode.as_deref() == Some("vsock-echo") {
         let connects = cmdline_value("test_init.connect")
