@@ -10,10 +10,13 @@ ARCHES ?= $(SUPPORTED_ARCHES)
 CARGO ?= cargo
 export KATA_RV_CACHE ?= $(HOME)/.cache/kata-rv
 OUT := $(CURDIR)/out
-# Cargo's target dir lives in the cache too: a fresh clone (CI's) then rebuilds only our own
-# crates, not every dependency for every target and profile. Cargo keys each artifact by its
-# inputs; `make setup` trims the dir when it outgrows KATA_RV_TARGET_CAP_GIB.
-export CARGO_TARGET_DIR ?= $(KATA_RV_CACHE)/cargo-target
+# Cargo's target dir lives in the cache too, one per clone path: a fresh clone at the same
+# path (CI's) then rebuilds only our own crates, not every dependency for every target and
+# profile, and `make test` builds incrementally, so rustc reuses what did not change in them.
+# Per path, because cargo judges our crates fresh by mtime: a dir shared by two clones could
+# take one's build for the other's newer edit. `make setup` trims the cache's target dirs
+# when they outgrow KATA_RV_TARGET_CAP_GIB.
+export CARGO_TARGET_DIR ?= $(KATA_RV_CACHE)/cargo-target/$(shell printf %s '$(CURDIR)' | sha256sum | cut -c1-12)
 TARGET_DIR := $(CARGO_TARGET_DIR)
 
 static_target_riscv64 := riscv64gc-unknown-linux-gnu
@@ -227,6 +230,7 @@ lint:
 	$(CARGO) fmt --manifest-path fuzz/Cargo.toml -- --check
 	$(CARGO) clippy --manifest-path fuzz/Cargo.toml --all-targets --target-dir $(TARGET_DIR) -- -D warnings
 
+test: export CARGO_INCREMENTAL = 1
 test: setup lint
 	for a in $(ARCHES); do $(MAKE) --no-print-directory kvm-artifacts initrd ARCH=$$a; done
 	$(MAKE) --no-print-directory images

@@ -94,12 +94,12 @@ if [[ "$(virtiofsd --version 2>/dev/null || true)" != *"$VIRTIOFSD_VERSION"* ]];
   echo "setup: cargo install virtiofsd $VIRTIOFSD_VERSION (a few minutes, once)"
   cargo install --locked --quiet -j 2 virtiofsd --version "$VIRTIOFSD_VERSION"
 fi
-# Cargo's target dir lives in the cache (the Makefile's CARGO_TARGET_DIR) and keeps the
-# artifacts of every build it has seen; past the cap it starts over.
-target_dir="${CARGO_TARGET_DIR:-${KATA_RV_CACHE:-$HOME/.cache/kata-rv}/cargo-target}"
-cap_gib="${KATA_RV_TARGET_CAP_GIB:-30}"
+# Cargo's target dirs (one per clone path, the Makefile's CARGO_TARGET_DIR) live in the
+# cache and keep the artifacts of every build they have seen; past the cap they start over.
+target_dir="${KATA_RV_CACHE:-$HOME/.cache/kata-rv}/cargo-target"
+cap_gib="${KATA_RV_TARGET_CAP_GIB:-40}"
 if [[ -d $target_dir ]] && (( $(du -s --block-size=1G "$target_dir" | cut -f1) > cap_gib )); then
-  echo "setup: $target_dir is over ${cap_gib} GiB: removing it"
+  echo "setup: $target_dir is over ${cap_gib} GiB: removing it (cargo rebuilds)"
   rm -rf "$target_dir"
 fi
 echo "setup: ok"

@@ -43,27 +43,32 @@ impl<R: Seek> Seek for SparseImage<R> {
 }
 
 impl<R: Read> ReadVolatile for SparseImage<R> {
+    /// Fills `dest` up to the end of the image, as a file's read would: vm-memory takes a
+    /// short read for the end of the image.
     fn read_volatile<B: BitmapSlice>(
         &mut self,
         dest: &mut VolatileSlice<B>,
     ) -> Result<usize, VolatileMemoryError> {
-        let want = dest.len().min(CHUNK);
-        if self.buf.len() < want {
-            self.buf.resize(want, 0);
-        }
-        let read = loop {
-            match self.inner.read(&mut self.buf[..want]) {
-                Ok(n) => break n,
+        let mut done = 0;
+        while done < dest.len() {
+            let want = (dest.len() - done).min(CHUNK);
+            if self.buf.len() < want {
+                self.buf.resize(want, 0);
+            }
+            let read = match self.inner.read(&mut self.buf[..want]) {
+                Ok(0) => break,
+                Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(VolatileMemoryError::IOError(e)),
+            };
+            for (index, block) in self.buf[..read].chunks(BLOCK).enumerate() {
+                if block.iter().any(|&byte| byte != 0) {
+                    dest.offset(done + index * BLOCK)?.copy_from(block);
+                }
             }
-        };
-        for (index, block) in self.buf[..read].chunks(BLOCK).enumerate() {
-            if block.iter().any(|&byte| byte != 0) {
-                dest.offset(index * BLOCK)?.copy_from(block);
-            }
+            done += read;
         }
-        Ok(read)
+        Ok(done)
     }
 }
 
@@ -95,6 +100,19 @@ mod tests {
             "zero page written"
         );
         assert!(memory[2 * BLOCK..].iter().all(|&b| b == 0x22));
+    }
+
+    #[test]
+    fn one_call_fills_a_destination_larger_than_a_chunk() {
+        // vm-memory's read_exact_volatile_from takes a short read as the end of the image.
+        let mut image = vec![0u8; CHUNK + 3 * BLOCK];
+        image[CHUNK + BLOCK] = 1;
+        let mut memory = vec![0u8; image.len()];
+        // SAFETY: `memory` outlives the slice and nothing else touches it meanwhile.
+        let mut dest = unsafe { VolatileSlice::new(memory.as_mut_ptr(), memory.len()) };
+        let mut reader = SparseImage::new(Cursor::new(image.clone()));
+        assert_eq!(reader.read_volatile(&mut dest).unwrap(), image.len());
+        assert_eq!(memory, image);
     }
 
     #[test]
