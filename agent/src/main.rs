@@ -12,6 +12,7 @@ mod cgroup;
 mod config;
 mod container;
 mod error;
+mod file_changes;
 mod guest;
 mod init;
 mod logging;

@@ -10,11 +10,13 @@ use tokio::sync::mpsc;
 use crate::cgroup::{self, Cgroup};
 use crate::container::{Container, PodSandbox, Status};
 use crate::error::{AgentError, AgentResult};
+use crate::file_changes::FileChanges;
 use crate::plan::PodShare;
 use crate::reaper::Reaper;
 use crate::storage::Storages;
 
-/// How often container cgroups are checked for new OOM kills.
+/// How often container cgroups are checked for new OOM kills where `memory.events`
+/// cannot be watched (no inotify): the watch needs no timer.
 const OOM_POLL: Duration = Duration::from_millis(200);
 
 /// The agent's state.
@@ -104,13 +106,23 @@ impl Sandbox {
         let id = container.id.clone();
         let init = container.init.clone();
         let sandbox = Arc::downgrade(self);
+        let log = self.log.clone();
         tokio::spawn(async move {
+            // Watched before the first read, so no kill falls between the two.
+            let changes = match FileChanges::watch(&cgroup.dir().join("memory.events")) {
+                Ok(changes) => Some(changes),
+                Err(e) => {
+                    slog::warn!(log, "cannot watch memory.events: polling it for OOM kills"; "container" => &id, "error" => %e);
+                    None
+                }
+            };
+            drop(log);
             let mut seen = cgroup.oom_kills();
             let mut last_look = false;
             while !last_look {
                 // The init's exit (often the OOM kill itself) triggers one last look.
                 tokio::select! {
-                    _ = tokio::time::sleep(OOM_POLL) => {}
+                    _ = memory_events_changed(changes.as_ref()) => {}
                     _ = init.wait() => last_look = true,
                 }
                 let Some(sandbox) = sandbox.upgrade() else {
@@ -127,6 +139,19 @@ impl Sandbox {
                 }
             }
         });
+    }
+}
+
+/// Returns when `memory.events` may have moved: on its next change where it is watched
+/// (a failed watch then waits one poll period), every `OOM_POLL` where it is not.
+async fn memory_events_changed(changes: Option<&FileChanges>) {
+    match changes {
+        Some(changes) => {
+            if changes.changed().await.is_err() {
+                tokio::time::sleep(OOM_POLL).await;
+            }
+        }
+        None => tokio::time::sleep(OOM_POLL).await,
     }
 }
 

@@ -53,12 +53,16 @@ fn share_storage() -> api::Storage {
 }
 
 async fn vm_only_scenarios(client: &AgentClient, root: &str) {
-    // A memory limit: the hog is OOM-killed (137) and the kill is reported.
+    // A memory limit: the hog, a child of the container's init, is OOM-killed and the
+    // kill is reported while the init lives on (no exit prompts a look: the agent's watch
+    // on memory.events must see it), then the init itself is the hog (137) and is
+    // reported; the pause keeps the two kills apart.
     let hog = process(
         &[
             "sh",
             "-c",
-            "echo started; exec awk 'BEGIN { s = \"x\"; while (1) s = s s }'",
+            "echo started; awk 'BEGIN { s = \"x\"; while (1) s = s s }'; sleep 2; \
+             exec awk 'BEGIN { s = \"x\"; while (1) s = s s }'",
         ],
         false,
     );
@@ -80,6 +84,14 @@ async fn vm_only_scenarios(client: &AgentClient, root: &str) {
     create(client, "hog", limited).await.unwrap();
     start(client, "hog").await.unwrap();
     let oom_request = api::GetOOMEventRequest::new();
+    let child_oom = tokio::time::timeout(
+        Duration::from_secs(120),
+        client.agent.get_oom_event(context(FOREVER), &oom_request),
+    )
+    .await
+    .expect("an OOM event for the child hog within 120 s")
+    .expect("GetOOMEvent");
+    assert_eq!(child_oom.container_id, "hog");
     let oom = tokio::time::timeout(
         Duration::from_secs(120),
         client.agent.get_oom_event(context(FOREVER), &oom_request),

@@ -92,6 +92,12 @@ pub trait HostResources: Send + Sync {
     ) -> Result<ContainerResources, ResourceError>;
     /// Undoes [`HostResources::add_container`].
     fn remove_container(&self, container: &ContainerResources) -> Result<(), ResourceError>;
+    /// Why the sandbox's virtiofsd stopped serving, if it had one and it has exited (a VM
+    /// that failed to start may have failed for that).
+    async fn virtiofsd_exit(&self) -> Option<String> {
+        None
+    }
+
     /// Reads the pod network CNI prepared in `netns`; None when it holds nothing but
     /// loopback.
     async fn scan_network(&self, netns: &Path) -> Result<Option<PodNetwork>, ResourceError>;
@@ -104,7 +110,7 @@ pub trait HostResources: Send + Sync {
 /// The real host: mounts, directories and processes.
 #[derive(Default)]
 pub struct Host {
-    virtiofsd: Mutex<Option<tokio::process::Child>>,
+    virtiofsd: tokio::sync::Mutex<Option<virtiofsd::Virtiofsd>>,
     cgroup: Mutex<Option<cgroup::SandboxCgroup>>,
 }
 
@@ -144,8 +150,7 @@ impl HostResources for Host {
                 })?;
             }
             if let Some(config) = virtiofsd {
-                let child = virtiofsd::start(config, &paths, log).await?;
-                *self.virtiofsd.lock().unwrap_or_else(|e| e.into_inner()) = Some(child);
+                *self.virtiofsd.lock().await = Some(virtiofsd::start(config, &paths, log)?);
             }
             Ok(())
         }
@@ -158,13 +163,9 @@ impl HostResources for Host {
     }
 
     async fn remove_sandbox(&self, sid: &str, log: &Logger) {
-        let child = self
-            .virtiofsd
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(mut child) = child {
-            let _ = child.kill().await;
+        let daemon = self.virtiofsd.lock().await.take();
+        if let Some(mut daemon) = daemon {
+            daemon.kill().await;
         }
         let entered = self.cgroup.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(entered) = entered {
@@ -189,6 +190,13 @@ impl HostResources for Host {
 
     fn remove_container(&self, container: &ContainerResources) -> Result<(), ResourceError> {
         container::remove(container)
+    }
+
+    async fn virtiofsd_exit(&self) -> Option<String> {
+        match self.virtiofsd.lock().await.as_mut() {
+            Some(daemon) => daemon.exit_report().await,
+            None => None,
+        }
     }
 
     async fn scan_network(&self, netns: &Path) -> Result<Option<PodNetwork>, ResourceError> {

@@ -1,7 +1,8 @@
 //! virtiofsd serving the share's guest side (`shared_fs = "virtio-fs"`).
 
+use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use slog::Logger;
 use tokio::io::AsyncBufReadExt;
@@ -20,9 +21,9 @@ pub struct VirtiofsdConfig {
 }
 
 /// Kills any virtiofsd still serving sandbox `paths` (one a dead shim left: `delete`),
-/// found by its `--socket-path=` argument; returns how many.
+/// found by its `--shared-dir=` argument (each sandbox has its own); returns how many.
 pub fn kill_leftovers(paths: &SandboxPaths) -> usize {
-    let wanted = format!("--socket-path={}", paths.virtiofsd_socket().display());
+    let wanted = shared_dir_arg(paths);
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return 0;
     };
@@ -53,22 +54,69 @@ pub fn kill_leftovers(paths: &SandboxPaths) -> usize {
     killed
 }
 
-/// How long virtiofsd may take to create its socket.
-const SOCKET_WAIT: Duration = Duration::from_secs(5);
+/// The argument naming the directory virtiofsd serves: sandbox `paths`' share.
+fn shared_dir_arg(paths: &SandboxPaths) -> String {
+    format!("--shared-dir={}", paths.share.shared.display())
+}
 
-/// Starts virtiofsd on the share's guest side and waits for its socket. Its stderr goes
-/// to the shim log; if it exits first, the error carries its last words.
-pub async fn start(
+/// The descriptor number virtiofsd finds its listening socket at (`--fd`).
+const LISTENER_FD: libc::c_int = 3;
+
+/// A running virtiofsd.
+pub struct Virtiofsd {
+    child: tokio::process::Child,
+    daemon: std::path::PathBuf,
+    last_line: Arc<Mutex<String>>,
+}
+
+impl Virtiofsd {
+    /// Kills it and reaps it.
+    pub async fn kill(&mut self) {
+        let _ = self.child.kill().await;
+    }
+
+    /// Why it no longer serves, if it has exited: its status and last words.
+    pub async fn exit_report(&mut self) -> Option<String> {
+        let status = self.child.try_wait().ok().flatten()?;
+        // Let the reader take the last of its output.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let said = self
+            .last_line
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        Some(format!(
+            "virtiofsd '{}' exited ({status}) before serving: {said}",
+            self.daemon.display()
+        ))
+    }
+}
+
+/// Starts virtiofsd on the share's guest side. The socket is bound and listening before
+/// this returns, and virtiofsd is handed it (`--fd`): the VMM may connect at once, its
+/// requests waiting in the socket while virtiofsd still sets itself up, so nothing polls
+/// for the socket and the VM build overlaps virtiofsd's start. Its stderr goes to the
+/// shim log; if it exits before serving, [`Virtiofsd::exit_report`] has its last words.
+pub fn start(
     config: &VirtiofsdConfig,
     paths: &SandboxPaths,
     log: &Logger,
-) -> Result<tokio::process::Child, ResourceError> {
+) -> Result<Virtiofsd, ResourceError> {
     let socket = paths.virtiofsd_socket();
+    // A socket file a crashed shim left would make the bind fail.
+    let _ = std::fs::remove_file(&socket);
+    let listener = std::os::unix::net::UnixListener::bind(&socket).map_err(|e| {
+        ResourceError::Virtiofsd(format!(
+            "binding virtiofsd's socket {}: {e}",
+            socket.display()
+        ))
+    })?;
+    let listener_fd = listener.as_raw_fd();
     let mut command = tokio::process::Command::new(&config.daemon);
     let shim = std::process::id() as libc::pid_t;
-    // SAFETY: between fork and exec only async-signal-safe calls (prctl, getppid, _exit).
-    // The death signal follows the forking thread: the launcher, which lives as long as
-    // the shim.
+    // SAFETY: between fork and exec only async-signal-safe calls (prctl, getppid, dup2,
+    // fcntl, _exit). The death signal follows the forking thread: the launcher, which
+    // lives as long as the shim.
     unsafe {
         command.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
@@ -78,12 +126,21 @@ pub async fn start(
             if libc::getppid() != shim {
                 libc::_exit(1);
             }
+            // The listener, without close-on-exec, where `--fd` says.
+            let inherited = if listener_fd == LISTENER_FD {
+                libc::fcntl(LISTENER_FD, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(listener_fd, LISTENER_FD)
+            };
+            if inherited < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
             Ok(())
         });
     }
     command
-        .arg(format!("--socket-path={}", socket.display()))
-        .arg(format!("--shared-dir={}", paths.share.shared.display()))
+        .arg(format!("--fd={LISTENER_FD}"))
+        .arg(shared_dir_arg(paths))
         .arg(format!("--cache={}", config.cache))
         .args(&config.extra_args)
         .stdin(std::process::Stdio::null())
@@ -93,11 +150,14 @@ pub async fn start(
     // Forked from the launcher: virtiofsd installs its own seccomp filter and must not
     // inherit the shim's.
     let runtime = tokio::runtime::Handle::current();
-    let mut child = kata_launcher::run(move || {
+    let spawned = kata_launcher::run(move || {
         let _entered = runtime.enter();
         command.spawn()
-    })
-    .map_err(|e| {
+    });
+    // virtiofsd holds the socket now; the shim's copy would keep it alive after a crash.
+    drop(listener);
+    let mut child = spawned.map_err(|e| {
+        let _ = std::fs::remove_file(&socket);
         ResourceError::Virtiofsd(format!(
             "hypervisor.dragonball.virtio_fs_daemon '{}': {e}",
             config.daemon.display()
@@ -114,26 +174,11 @@ pub async fn start(
             }
         });
     }
-    let started = Instant::now();
-    while started.elapsed() < SOCKET_WAIT {
-        if socket.exists() {
-            return Ok(child);
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            // Let the reader take the last of its output.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            let said = last_line.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            return Err(ResourceError::Virtiofsd(format!(
-                "virtiofsd '{}' exited ({status}) before serving: {said}",
-                config.daemon.display()
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    Err(ResourceError::Virtiofsd(format!(
-        "virtiofsd did not create {} within {SOCKET_WAIT:?}",
-        socket.display()
-    )))
+    Ok(Virtiofsd {
+        child,
+        daemon: config.daemon.clone(),
+        last_line,
+    })
 }
 
 #[cfg(test)]
@@ -141,11 +186,11 @@ mod tests {
     use super::*;
 
     /// A process left serving a sandbox's share (its shim SIGKILLed) is found by its
-    /// socket argument and killed; others are not touched.
+    /// shared-dir argument and killed; others are not touched.
     #[test]
     fn leftovers_are_found_by_their_socket_and_killed() {
         let paths = SandboxPaths::new(&format!("leftover-{}", std::process::id()));
-        let arg = format!("--socket-path={}", paths.virtiofsd_socket().display());
+        let arg = shared_dir_arg(&paths);
         // `sleep` with the argument as its argv[0]: one process that neither forks nor
         // reads, whose command line holds exactly that argument.
         let blocked = |arg: &str| {
@@ -155,7 +200,7 @@ mod tests {
                 .unwrap()
         };
         let mut leftover = blocked(&arg);
-        let mut other = blocked("--socket-path=/elsewhere");
+        let mut other = blocked("--shared-dir=/elsewhere");
         // Right after spawn the new image's arguments may not be in place yet.
         let started = std::time::Instant::now();
         for child in [&leftover, &other] {

@@ -12,7 +12,8 @@ use kata_agent_protocols::types;
 use kata_config::{Config, InternetworkingModel, SharedFs};
 use kata_hypervisor::{Hypervisor, NetInterface, VmExit, VmSpec};
 use kata_resource::{
-    CgroupPath, CgroupRequest, HostResources, PodNetwork, SandboxPaths, VirtiofsdConfig,
+    CgroupPath, CgroupRequest, HostResources, PodNetwork, ResourceError, SandboxPaths,
+    VirtiofsdConfig,
 };
 use slog::Logger;
 
@@ -327,8 +328,17 @@ impl Sandbox {
         let hypervisor = &backends.hypervisor;
         let spec = vm_spec(config, size, &paths, network.as_ref());
         if let Err(e) = hypervisor.start(spec).await {
+            // A virtiofsd that died first is the cause the VMM's error cannot name.
+            let error = match resources.virtiofsd_exit().await {
+                Some(exit) => RuntimeError::caused(
+                    Code::Internal,
+                    "starting the VM",
+                    ResourceError::Virtiofsd(format!("{exit} (the VMM said: {e})")),
+                ),
+                None => RuntimeError::caused(Code::Internal, "starting the VM", e),
+            };
             release_host(backends, sid, network.as_ref(), log).await;
-            return Err(RuntimeError::caused(Code::Internal, "starting the VM", e));
+            return Err(error);
         }
         trace.phase("vm started");
         slog::info!(log, "sandbox VM started"; "sandbox" => sid, "vcpus" => size.vcpus, "memory_mib" => size.memory_mib);
