@@ -56,13 +56,14 @@ cleanup() {
   rm -rf "$work"
 }
 
-# "pid id" of every virtiofsd serving a sandbox (--socket-path=/run/kata/<id>/virtiofsd.sock).
+# "pid id" of every virtiofsd serving a sandbox
+# (--shared-dir=/run/kata-containers/shared/sandboxes/<id>/shared).
 virtiofsds() {
   for p in /proc/[0-9]*; do
     c=$(tr '\0' ' ' < "$p/cmdline" 2>/dev/null) || continue
     case "$c" in
-      *virtiofsd\ *--socket-path=/run/kata/*)
-        echo "${p#/proc/} $(echo "$c" | sed -n 's|.*--socket-path=/run/kata/\([^/ ]*\)/.*|\1|p')" ;;
+      *virtiofsd\ *--shared-dir=/run/kata-containers/shared/sandboxes/*)
+        echo "${p#/proc/} $(echo "$c" | sed -n 's|.*--shared-dir=/run/kata-containers/shared/sandboxes/\([^/ ]*\)/.*|\1|p')" ;;
     esac
   done
 }

@@ -1,8 +1,8 @@
 //! `virtio_fs_extra_args`: what a configuration may add to virtiofsd's command line.
 //!
-//! The shim sets where virtiofsd serves from and listens (`--shared-dir`,
-//! `--socket-path`) and its cache mode (`virtio_fs_cache`); an extra argument cannot
-//! change them. Turning off virtiofsd's own confinement (`--sandbox none`, `--seccomp
+//! The shim sets where virtiofsd serves from and listens (`--shared-dir`, `--fd`: the
+//! shim binds the socket itself; `--socket-path` would name another) and its cache mode
+//! (`virtio_fs_cache`); an extra argument cannot change them. Turning off virtiofsd's own confinement (`--sandbox none`, `--seccomp
 //! none` or `log`, capabilities added with `--modcaps`) needs
 //! `virtio_fs_allow_unconfined = true`.
 
