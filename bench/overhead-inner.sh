@@ -9,10 +9,11 @@
 # room for it (MemAvailable above one sandbox's share + MARGIN_MIB); N is cut otherwise.
 # POSIX sh: the riscv64 test host has busybox only.
 # Environment: MEM (guest MiB, default 128), SHARED_FS (inline-virtio-fs | virtio-fs),
-# SETTLE (seconds idle before measuring, default 5), MARGIN_MIB (default 256).
+# SETTLE (seconds idle before measuring, default 5), MARGIN_MIB (default 256),
+# IDLE_WINDOW (seconds over which one idle sandbox's CPU time is taken, default 10).
 set -eu
 arch="$1"; want="${2:-20}"
-mem="${MEM:-128}"; settle="${SETTLE:-5}"; margin="${MARGIN_MIB:-256}"
+mem="${MEM:-128}"; settle="${SETTLE:-5}"; margin="${MARGIN_MIB:-256}"; window="${IDLE_WINDOW:-10}"
 shared_fs="${SHARED_FS:-}"; [ -n "$shared_fs" ] || shared_fs=inline-virtio-fs
 root="$(cd "$(dirname "$0")/.." && pwd)"
 out="$root/out/$arch"
@@ -86,6 +87,35 @@ measure() {
   done < "$work/procs"
   echo "$s $o $g $v"
 }
+# "<tid> <thread name> <utime+stime ticks>" of every thread of the sandboxes' processes
+# (the vCPU threads' time is the guest's own: KVM accounts it to them); spaces in a name
+# become '_'.
+thread_ticks() {
+  while read -r pid id kind; do
+    for t in /proc/"$pid"/task/[0-9]*; do
+      st=$(cat "$t/stat" 2>/dev/null) || continue
+      name=$(echo "${st#*(}" | sed 's/) [A-Za-z] .*//; s/ /_/g')
+      # After "(comm) ", the state is field 1: utime and stime are fields 12 and 13.
+      echo "${t##*/} $name $(echo "${st##*) }" | awk '{ print $12 + $13 }')"
+    done
+  done < "$work/procs"
+}
+# CPU milliseconds per second the sandboxes spend over `window` seconds, the total and
+# by thread name ("<name>=<ms/s>"). A thread that appeared meanwhile counts from zero.
+idle_cpu() {
+  thread_ticks > "$work/ticks0"
+  sleep "$window"
+  thread_ticks > "$work/ticks1"
+  # USER_HZ is 100 on every Linux arch: a tick is 10 ms.
+  awk -v w="$window" '
+    FNR == NR { before[$1] = $3; next }
+    { d = $3 - (($1 in before) ? before[$1] : 0); by[$2] += d; total += d }
+    END {
+      printf "%.1f", total * 10 / w
+      for (n in by) if (by[n] > 0) printf " %s=%.1f", n, by[n] * 10 / w
+      printf "\n"
+    }' "$work/ticks0" "$work/ticks1"
+}
 start() { # id
   echo "$1" >> "$work/ids"
   $ctr run -d --runtime io.containerd.kata.v2 "$image" "$1" sleep 100000 >"$work/run.out" 2>&1
@@ -105,6 +135,8 @@ sleep "$settle"
 set -- $(measure); one_n=$1; one_o=$2; one_g=$3; one_v=$4
 a1=$(avail_kib); one_drop=$((a0 - a1))
 [ "$one_n" = 1 ] || { echo "$tag: expected 1 shim, found $one_n"; exit 1; }
+set -- $(idle_cpu); one_cpu=$1; shift
+echo "$tag: 1 idle sandbox: CPU $one_cpu ms per s over ${window} s (by thread, ms/s: $*)"
 echo "$tag: 1 sandbox: PSS without guest RAM $(mib "$one_o") MiB, with guest RAM $(mib $((one_o + one_g))) MiB (guest RAM touched $(mib "$one_g") MiB; $one_v virtiofsd); test host MemAvailable -$(mib "$one_drop") MiB"
 
 # More, one after the other, while they fit.
@@ -132,7 +164,7 @@ echo "$tag: $n sandboxes: PSS without guest RAM $(mib "$many_o") MiB, with guest
 
 awk -v a="$arch" -v n="$n" -v w="$want" -v m="$mem" -v fs="$shared_fs" -v t="$total_kib" \
     -v o1="$one_o" -v g1="$one_g" -v d1="$one_drop" -v on="$many_o" -v gn="$many_g" -v dn="$many_drop" \
-    -v json="$work/result.json" -v cut="$cut" '
+    -v json="$work/result.json" -v cut="$cut" -v cpu="$one_cpu" -v win="$window" '
   function f(x) { return sprintf("%.1f", x / 1024) }
   BEGIN {
     w1 = o1 + g1; wn = on + gn
@@ -141,7 +173,7 @@ awk -v a="$arch" -v n="$n" -v w="$want" -v m="$mem" -v fs="$shared_fs" -v t="$to
     printf "bench overhead %s: per sandbox, %d together: %s MiB without guest RAM, %s MiB with\n", a, n, f(on / n), f(wn / n)
     printf "bench overhead %s: ratio %d sandboxes / (%d x one): %.2f without guest RAM, %.2f with (test host MemAvailable drop: %.2f)\n", a, n, n, rx, rw, rd
     printf "{\"arch\": \"%s\", \"guest_memory_mib\": %d, \"shared_fs\": \"%s\", \"test_host_memory_mib\": %s, \"sandboxes_asked\": %d, \"sandboxes\": %d, \"cut\": \"%s\", ", a, m, fs, f(t), w, n, cut > json
-    printf "\"one\": {\"pss_mib_without_guest_ram\": %s, \"pss_mib_with_guest_ram\": %s, \"guest_ram_touched_mib\": %s, \"mem_available_drop_mib\": %s}, ", f(o1), f(w1), f(g1), f(d1) > json
+    printf "\"one\": {\"pss_mib_without_guest_ram\": %s, \"pss_mib_with_guest_ram\": %s, \"guest_ram_touched_mib\": %s, \"mem_available_drop_mib\": %s, \"idle_cpu_ms_per_s\": %s, \"idle_window_s\": %d}, ", f(o1), f(w1), f(g1), f(d1), cpu, win > json
     printf "\"many\": {\"pss_mib_without_guest_ram\": %s, \"pss_mib_with_guest_ram\": %s, \"guest_ram_touched_mib\": %s, \"mem_available_drop_mib\": %s, ", f(on), f(wn), f(gn), f(dn) > json
     printf "\"per_sandbox_pss_mib_without_guest_ram\": %s, \"per_sandbox_pss_mib_with_guest_ram\": %s}, ", f(on / n), f(wn / n) > json
     printf "\"ratio_without_guest_ram\": %.3f, \"ratio_with_guest_ram\": %.3f, \"ratio_mem_available_drop\": %.3f}\n", rx, rw, rd > json
