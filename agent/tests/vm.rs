@@ -186,6 +186,7 @@ async fn agent_in_a_vm_runs_containers_from_a_virtio_fs_share() {
             mem_size_mib: 256,
             console: ConsoleConfig::File(console.clone()),
             seccomp: true,
+            transparent_huge_pages: false,
         }),
         VmmAction::ConfigureBootSource(BootSourceConfig {
             kernel_path: artifacts::kernel(arch()),

@@ -51,6 +51,10 @@ pub struct VmConfigInfo {
     /// Confine the vCPU threads and the event loop with their seccomp allow-lists
     /// ([`crate::seccomp`]); on by default.
     pub seccomp: bool,
+    /// Back guest RAM with transparent huge pages where the host has them (see
+    /// [`dbs_address_space::RamBacking`]): fewer host and stage-2 page faults, RAM
+    /// committed in 2 MiB steps; off by default.
+    pub transparent_huge_pages: bool,
 }
 
 impl Default for VmConfigInfo {
@@ -60,6 +64,7 @@ impl Default for VmConfigInfo {
             mem_size_mib: 128,
             console: ConsoleConfig::Stdout,
             seccomp: true,
+            transparent_huge_pages: false,
         }
     }
 }

@@ -496,7 +496,15 @@ impl Vm {
         );
         let size = self.config.mem_size_mib as u64 * (1 << 20);
         phase("KVM VM created");
-        let memory = dbs_address_space::create(&vm_fd, &arch::memory_ranges(size))?;
+        let backing = dbs_address_space::RamBacking {
+            // virtiofsd maps guest RAM too.
+            shared: self
+                .fs
+                .iter()
+                .any(|fs| matches!(fs.backend, FsBackend::VhostUser { .. })),
+            transparent_huge_pages: self.config.transparent_huge_pages,
+        };
+        let memory = dbs_address_space::create(&vm_fd, &arch::memory_ranges(size), backing)?;
         phase("guest memory mapped");
         let (console, console_socket) =
             Console::open(&self.config.console).map_err(StartError::Console)?;

@@ -12,6 +12,7 @@ fn config(vcpus: u8, mem: usize) -> VmConfigInfo {
         mem_size_mib: mem,
         console: ConsoleConfig::None,
         seccomp: true,
+        transparent_huge_pages: false,
     }
 }
 

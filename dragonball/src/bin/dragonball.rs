@@ -15,7 +15,7 @@ use dragonball::{
 };
 
 const USAGE: &str = "usage: dragonball --kernel PATH [--initrd PATH] [--cmdline STR] [--vcpus N] \
-[--mem MIB] [--console stdout|none|file:PATH|socket:PATH] [--vsock-cid N --vsock-uds PATH] [--block PATH[:ro]]... [--net TAP[,MAC]]... [--fs TAG:DIR]... [--fs-vhost TAG:SOCKET]... [--check-leaks]";
+[--mem MIB] [--console stdout|none|file:PATH|socket:PATH] [--vsock-cid N --vsock-uds PATH] [--block PATH[:ro]]... [--net TAP[,MAC]]... [--fs TAG:DIR]... [--fs-vhost TAG:SOCKET]... [--thp] [--check-leaks]";
 
 struct Args {
     boot: BootSourceConfig,
@@ -122,6 +122,7 @@ fn parse_args() -> Result<Args> {
                 });
             }
             "--check-leaks" => check_leaks = true,
+            "--thp" => config.transparent_huge_pages = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);

@@ -48,6 +48,7 @@ pub fn config(vcpus: u8, mem: usize, console: &Path) -> VmConfigInfo {
         mem_size_mib: mem,
         console: ConsoleConfig::File(console.to_path_buf()),
         seccomp: true,
+        transparent_huge_pages: false,
     }
 }
 

@@ -51,6 +51,7 @@ pub fn actions(spec: &VmSpec) -> Vec<VmmAction> {
             mem_size_mib: spec.memory_mib as usize,
             console: ConsoleConfig::File(spec.console.clone()),
             seccomp: spec.seccomp,
+            transparent_huge_pages: spec.transparent_huge_pages,
         }),
         VmmAction::ConfigureBootSource(BootSourceConfig {
             kernel_path: spec.kernel.clone(),
@@ -220,6 +221,7 @@ mod tests {
                 mac: "0a:58:0a:58:00:05".into(),
             }],
             seccomp: true,
+            transparent_huge_pages: false,
         };
         let names: Vec<String> = actions(&spec)
             .iter()

@@ -52,6 +52,8 @@ pub struct VmSpec {
     pub nets: Vec<NetInterface>,
     /// Confine the VMM's vCPU and event-loop threads with seccomp.
     pub seccomp: bool,
+    /// Back guest RAM with transparent huge pages where the host has them.
+    pub transparent_huge_pages: bool,
 }
 
 /// Why a VM did not start.

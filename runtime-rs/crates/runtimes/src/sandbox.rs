@@ -250,6 +250,7 @@ fn vm_spec(
             .into_iter()
             .collect(),
         seccomp: !db.disable_seccomp,
+        transparent_huge_pages: db.enable_hugepages,
     }
 }
 
