@@ -5,13 +5,16 @@
 //! With `--qemu PATH` (x86_64), QEMU's microvm with KVM boots the same kernel, initrd,
 //! vCPUs and memory in alternating runs, and the ratio is printed.
 //!
+//! With `--thp`, dragonball backs guest RAM with transparent huge pages, as QEMU does
+//! by default (it advises MADV_HUGEPAGE on its RAM blocks).
+//!
 //! With `--parallel N`, N VMs are then started at once (dragonball, then QEMU with
 //! `--qemu`): how many reach the marker and when the last one does, against the median of
 //! one. This separates the VMM from the shim and agent in the `parallel` bench.
 //!
 //! ```text
 //! boot-bench --dragonball PATH --kernel PATH --initrd PATH [--runs N] [--vcpus N] [--mem MIB]
-//!            [--qemu PATH] [--parallel N]
+//!            [--qemu PATH] [--parallel N] [--thp]
 //! ```
 
 use std::io::{BufRead, BufReader};
@@ -31,6 +34,7 @@ struct Args {
     mem: String,
     qemu: Option<String>,
     parallel: usize,
+    thp: bool,
 }
 
 fn parse() -> Result<Args> {
@@ -43,9 +47,14 @@ fn parse() -> Result<Args> {
         mem: "128".into(),
         qemu: None,
         parallel: 0,
+        thp: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
+        if flag == "--thp" {
+            a.thp = true;
+            continue;
+        }
         let v = it.next().with_context(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--dragonball" => a.dragonball = v,
@@ -178,6 +187,7 @@ fn command(a: &Args, cmdline: &str) -> Command {
         "--kernel", &a.kernel, "--initrd", &a.initrd, "--vcpus", &a.vcpus, "--mem", &a.mem,
     ])
     .args(["--cmdline", cmdline])
+    .args(a.thp.then_some("--thp"))
     .stdin(Stdio::null())
     .stdout(Stdio::piped())
     .stderr(Stdio::piped());
@@ -355,11 +365,12 @@ fn main() -> Result<()> {
     let sleeping = guest_cmdline("test_init.mode=sleep");
     let (total, guest) = vmm_rss(command(&a, &sleeping), mem_mib)?;
     println!(
-        "boot-bench: {} runs ({failed} failed), {} vCPU(s), {} MiB, {}",
+        "boot-bench: {} runs ({failed} failed), {} vCPU(s), {} MiB, {}{}",
         a.runs,
         a.vcpus,
         a.mem,
-        std::env::consts::ARCH
+        std::env::consts::ARCH,
+        if a.thp { ", dragonball --thp" } else { "" }
     );
     println!(
         "  process start -> guest marker : median {:8.1} ms",
