@@ -3,38 +3,70 @@
 # shim at debug level, then the median duration of every traced phase (the time since
 # the phase before it in the same operation) and the guest's uptime when its agent
 # started and listened. POSIX sh + awk: the riscv64 test host has busybox only.
+#
+# Before/after in one invocation: with TRACE_B (a `key = value` line for
+# [hypervisor.dragonball], e.g. "enable_hugepages = true"), TRACE_B_KERNEL (another guest
+# kernel) or TRACE_B_SHIM (another shim binary), a second containerd runs variant B and
+# the runs alternate A, B, A, B…; each variant gets its own table. TRACE_KERNEL and
+# TRACE_SHIM replace A's kernel and shim.
 set -eu
 arch="$1"; runs="${2:-10}"
 root="$(cd "$(dirname "$0")/.." && pwd)"
 out="$root/out/$arch"
 if [ "$arch" = riscv64 ]; then kernel="$out/Image"; else kernel="$out/vmlinux"; fi
-# TRACE_KERNEL and TRACE_SHIM trace another guest kernel or shim (before/after figures).
-kernel="${TRACE_KERNEL:-$kernel}"
 work="$(mktemp -d /tmp/kata-trace.XXXXXX)"
-PATH="$out:$PATH"
-if [ -n "${TRACE_SHIM:-}" ]; then
-  mkdir -p /tmp/kata-trace-shim && cp "$TRACE_SHIM" /tmp/kata-trace-shim/containerd-shim-kata-v2
-  PATH="/tmp/kata-trace-shim:$PATH"
+PATH="$out:$PATH"; export PATH
+ab=0
+[ -n "${TRACE_B:-}${TRACE_B_KERNEL:-}${TRACE_B_SHIM:-}" ] && ab=1
+cpids=""
+trap 'for p in $cpids; do kill $p 2>/dev/null; wait $p 2>/dev/null; done; rm -rf "$work"' EXIT
+
+# Starts variant $1's containerd in $work/$1 with guest kernel $2, shim $3 (empty: ours)
+# and the [hypervisor.dragonball] line $4 (empty: none).
+start_variant() {
+  d="$work/$1"; mkdir -p "$d"
+  sed -e "s|@PREFIX@/share/kata-containers/[A-Za-z]*-dragonball|$2|" \
+      -e "s|@PREFIX@/share/kata-containers/kata-containers-initrd.img|$out/kata-containers-initrd.img|" \
+      -e '/^\[runtime\]/,/^\[/ s|^enable_debug = .*|enable_debug = true|' \
+      "$root/configuration/configuration-dragonball-$arch.toml" > "$d/configuration.toml"
+  if [ -n "$4" ]; then
+    key="${4%%=*}"; key=$(echo "$key" | tr -d ' ')
+    if grep -q "^$key = " "$d/configuration.toml"; then
+      sed -i "/^\[hypervisor.dragonball\]/,/^\[/ s|^$key = .*|$4|" "$d/configuration.toml"
+    else
+      sed -i "/^\[hypervisor.dragonball\]/a $4" "$d/configuration.toml"
+    fi
+    grep -qxF "$4" "$d/configuration.toml" || { echo "bench trace $arch: could not set '$4'"; exit 1; }
+  fi
+  path="$PATH"
+  if [ -n "$3" ]; then
+    mkdir -p "$d/shim" && cp "$3" "$d/shim/containerd-shim-kata-v2"; path="$d/shim:$PATH"
+  fi
+  printf 'version = 2\nroot = "%s/root"\nstate = "%s/state"\ndisabled_plugins = ["io.containerd.grpc.v1.cri"]\n[grpc]\n  address = "%s/c.sock"\n[ttrpc]\n  address = "%s/c.sock.ttrpc"\n' \
+    "$d" "$d" "$d" "$d" > "$d/containerd.toml"
+  PATH="$path" KATA_CONF_FILE="$d/configuration.toml" containerd --config "$d/containerd.toml" >"$d/containerd.log" 2>&1 &
+  cpids="$cpids $!"
+  i=0; while [ ! -S "$d/c.sock" ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
+  ctr -a "$d/c.sock" images import --all-platforms "$root/out/images/busybox-$arch.tar" >/dev/null
+}
+
+start_variant a "${TRACE_KERNEL:-$kernel}" "${TRACE_SHIM:-}" ""
+variants="a"
+if [ $ab = 1 ]; then
+  start_variant b "${TRACE_B_KERNEL:-${TRACE_KERNEL:-$kernel}}" "${TRACE_B_SHIM:-${TRACE_SHIM:-}}" "${TRACE_B:-}"
+  variants="a b"
+  echo "bench trace $arch: A = ${TRACE_KERNEL:-$kernel}, shim ${TRACE_SHIM:-ours}; B = ${TRACE_B_KERNEL:-same kernel}, shim ${TRACE_B_SHIM:-same}, ${TRACE_B:-same configuration}"
 fi
-export PATH
-sed -e "s|@PREFIX@/share/kata-containers/[A-Za-z]*-dragonball|$kernel|" \
-    -e "s|@PREFIX@/share/kata-containers/kata-containers-initrd.img|$out/kata-containers-initrd.img|" \
-    -e '/^\[runtime\]/,/^\[/ s|^enable_debug = .*|enable_debug = true|' \
-    "$root/configuration/configuration-dragonball-$arch.toml" > "$work/configuration.toml"
-printf 'version = 2\nroot = "%s/root"\nstate = "%s/state"\ndisabled_plugins = ["io.containerd.grpc.v1.cri"]\n[grpc]\n  address = "%s/c.sock"\n[ttrpc]\n  address = "%s/c.sock.ttrpc"\n' \
-  "$work" "$work" "$work" "$work" > "$work/containerd.toml"
-KATA_CONF_FILE="$work/configuration.toml" containerd --config "$work/containerd.toml" >"$work/containerd.log" 2>&1 &
-cpid=$!
-trap 'kill $cpid 2>/dev/null; wait $cpid 2>/dev/null; rm -rf "$work"' EXIT
-i=0; while [ ! -S "$work/c.sock" ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
-ctr="ctr -a $work/c.sock"
-$ctr images import --all-platforms "$root/out/images/busybox-$arch.tar" >/dev/null
 i=1
 while [ $i -le "$runs" ]; do
-  $ctr run --rm --runtime io.containerd.kata.v2 docker.io/library/busybox:latest "t$i" true >/dev/null
+  for v in $variants; do
+    ctr -a "$work/$v/c.sock" run --rm --runtime io.containerd.kata.v2 docker.io/library/busybox:latest "t$i" true >/dev/null
+  done
   i=$((i + 1))
 done
 sleep 1
+for v in $variants; do
+[ $ab = 1 ] && echo "bench trace $arch: variant $(echo $v | tr ab AB)"
 awk -v arch="$arch" -v runs="$runs" '
   function field(line, key,    m) {
     if (!match(line, "\"" key "\":\"[^\"]*\"")) return ""
@@ -88,4 +120,5 @@ awk -v arch="$arch" -v runs="$runs" '
       printf "bench trace %s: %-6s %-22s %-58s %9.1f  (n=%d)\n", arch, side(parts[1], parts[2]), parts[1], parts[2], median(key), n[key]
     }
   }
-' "$work/containerd.log"
+' "$work/$v/containerd.log"
+done
