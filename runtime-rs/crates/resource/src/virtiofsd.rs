@@ -185,10 +185,92 @@ pub fn start(
 mod tests {
     use super::*;
 
+    /// A stand-in daemon: a shell script that ignores virtiofsd's arguments.
+    fn daemon(dir: &std::path::Path, body: &str) -> VirtiofsdConfig {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.join("fake-virtiofsd");
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        VirtiofsdConfig {
+            daemon: path,
+            cache: "auto".into(),
+            extra_args: vec![],
+        }
+    }
+
+    fn sandbox(name: &str) -> SandboxPaths {
+        let paths = SandboxPaths::new(&format!("{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&paths.run_dir).unwrap();
+        paths
+    }
+
+    fn log() -> Logger {
+        Logger::root(slog::Discard, slog::o!())
+    }
+
+    /// The socket is bound, listening and handed to the daemon as fd 3 before `start`
+    /// returns: a connection made at once is queued for it, with nothing polled.
+    #[tokio::test]
+    async fn the_socket_listens_before_start_returns_and_the_daemon_holds_it() {
+        let paths = sandbox("vfsd-listen");
+        // `exec` keeps descriptor 3 (not close-on-exec) open in the sleeper.
+        let config = daemon(&paths.run_dir, "exec sleep 30");
+        let mut running = start(&config, &paths, &log()).unwrap();
+        let connected = std::os::unix::net::UnixStream::connect(paths.virtiofsd_socket());
+        assert!(connected.is_ok(), "{connected:?}");
+        assert!(running.exit_report().await.is_none(), "the daemon exited");
+        let pid = running.child.id().unwrap();
+        let fd3 = std::fs::read_link(format!("/proc/{pid}/fd/3")).unwrap();
+        assert!(fd3.to_string_lossy().starts_with("socket:"), "{fd3:?}");
+        running.kill().await;
+        std::fs::remove_dir_all(&paths.run_dir).unwrap();
+    }
+
+    /// A daemon that dies before serving is reported with its status and last words.
+    #[tokio::test]
+    async fn a_daemon_that_exits_first_is_reported_with_its_last_line() {
+        let paths = sandbox("vfsd-exit");
+        let config = daemon(&paths.run_dir, "echo 'unknown option --bogus' >&2; exit 3");
+        let mut running = start(&config, &paths, &log()).unwrap();
+        let started = std::time::Instant::now();
+        let report = loop {
+            if let Some(report) = running.exit_report().await {
+                break report;
+            }
+            assert!(started.elapsed() < Duration::from_secs(10), "never exited");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert!(report.contains("exit status: 3"), "{report}");
+        assert!(report.ends_with("unknown option --bogus"), "{report}");
+        std::fs::remove_dir_all(&paths.run_dir).unwrap();
+    }
+
+    #[test]
+    fn a_missing_daemon_is_named_and_leaves_no_socket() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _entered = runtime.enter();
+        let paths = sandbox("vfsd-missing");
+        let config = VirtiofsdConfig {
+            daemon: "/nonexistent/virtiofsd".into(),
+            cache: "auto".into(),
+            extra_args: vec![],
+        };
+        let err = start(&config, &paths, &log()).err().unwrap().to_string();
+        assert!(
+            err.contains("virtio_fs_daemon '/nonexistent/virtiofsd'"),
+            "{err}"
+        );
+        assert!(!paths.virtiofsd_socket().exists());
+        std::fs::remove_dir_all(&paths.run_dir).unwrap();
+    }
+
     /// A process left serving a sandbox's share (its shim SIGKILLed) is found by its
     /// shared-dir argument and killed; others are not touched.
     #[test]
-    fn leftovers_are_found_by_their_socket_and_killed() {
+    fn leftovers_are_found_by_their_shared_dir_and_killed() {
         let paths = SandboxPaths::new(&format!("leftover-{}", std::process::id()));
         let arg = shared_dir_arg(&paths);
         // `sleep` with the argument as its argv[0]: one process that neither forks nor
