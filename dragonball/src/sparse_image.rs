@@ -1,7 +1,8 @@
 //! Reading a boot image into guest memory that is known to be zero (a VM's fresh RAM):
 //! only the blocks that hold something are written. The all-zero ones — the alignment
 //! padding between a vmlinux's sections (x86_64 pads its text to 2 MiB) — then cost
-//! neither a copy nor a guest page.
+//! neither a copy nor a guest page. The destination is advised transparent huge pages
+//! first (the image is written in full, so they commit nothing the copy would not).
 
 use std::io::{Read, Seek, SeekFrom};
 
@@ -49,6 +50,7 @@ impl<R: Read> ReadVolatile for SparseImage<R> {
         &mut self,
         dest: &mut VolatileSlice<B>,
     ) -> Result<usize, VolatileMemoryError> {
+        dbs_address_space::advise_huge_pages(dest);
         let mut done = 0;
         while done < dest.len() {
             let want = (dest.len() - done).min(CHUNK);

@@ -145,7 +145,7 @@ pub fn load_initrd(
     ram_end: u64,
     kernel_end: u64,
 ) -> Result<(u64, u64), StartError> {
-    use vm_memory::{Bytes, GuestAddress};
+    use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend as _};
     let err = |reason: String| StartError::Initrd {
         path: path.to_path_buf(),
         reason,
@@ -160,6 +160,10 @@ pub fn load_initrd(
             size >> 10,
             ram_end >> 20
         )));
+    }
+    // Written in full: huge pages commit nothing more (see advise_huge_pages).
+    if let Ok(slice) = memory.get_slice(GuestAddress(start), data.len()) {
+        dbs_address_space::advise_huge_pages(&slice);
     }
     memory
         .write_slice(&data, GuestAddress(start))
