@@ -8,7 +8,8 @@
 # [hypervisor.dragonball], e.g. "enable_hugepages = true"), TRACE_B_KERNEL (another guest
 # kernel) or TRACE_B_SHIM (another shim binary), a second containerd runs variant B and
 # the runs alternate A, B, A, B…; each variant gets its own table. TRACE_KERNEL and
-# TRACE_SHIM replace A's kernel and shim.
+# TRACE_SHIM replace A's kernel and shim. TRACE_B_THP (never, madvise or always) is the
+# test host's transparent huge page mode during B's runs (A's keep the mode found).
 set -eu
 arch="$1"; runs="${2:-10}"
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -17,9 +18,15 @@ if [ "$arch" = riscv64 ]; then kernel="$out/Image"; else kernel="$out/vmlinux"; 
 work="$(mktemp -d /tmp/kata-trace.XXXXXX)"
 PATH="$out:$PATH"; export PATH
 ab=0
-[ -n "${TRACE_B:-}${TRACE_B_KERNEL:-}${TRACE_B_SHIM:-}" ] && ab=1
+[ -n "${TRACE_B:-}${TRACE_B_KERNEL:-}${TRACE_B_SHIM:-}${TRACE_B_THP:-}" ] && ab=1
+thp_knob=/sys/kernel/mm/transparent_hugepage/enabled
+thp_a=""; thp_b=""
+if [ -n "${TRACE_B_THP:-}" ]; then
+  [ -w "$thp_knob" ] || { echo "bench trace $arch: TRACE_B_THP: this host has no $thp_knob"; exit 1; }
+  thp_a=$(sed 's/.*\[\(.*\)\].*/\1/' "$thp_knob"); thp_b="$TRACE_B_THP"
+fi
 cpids=""
-trap 'for p in $cpids; do kill $p 2>/dev/null; wait $p 2>/dev/null; done; rm -rf "$work"' EXIT
+trap 'for p in $cpids; do kill $p 2>/dev/null; wait $p 2>/dev/null; done; [ -z "$thp_a" ] || echo "$thp_a" > "$thp_knob"; rm -rf "$work"' EXIT
 
 # Starts variant $1's containerd in $work/$1 with guest kernel $2, shim $3 (empty: ours)
 # and the [hypervisor.dragonball] line $4 (empty: none).
@@ -55,11 +62,14 @@ variants="a"
 if [ $ab = 1 ]; then
   start_variant b "${TRACE_B_KERNEL:-${TRACE_KERNEL:-$kernel}}" "${TRACE_B_SHIM:-${TRACE_SHIM:-}}" "${TRACE_B:-}"
   variants="a b"
-  echo "bench trace $arch: A = ${TRACE_KERNEL:-$kernel}, shim ${TRACE_SHIM:-ours}; B = ${TRACE_B_KERNEL:-same kernel}, shim ${TRACE_B_SHIM:-same}, ${TRACE_B:-same configuration}"
+  echo "bench trace $arch: A = ${TRACE_KERNEL:-$kernel}, shim ${TRACE_SHIM:-ours}${thp_a:+, host THP $thp_a}; B = ${TRACE_B_KERNEL:-same kernel}, shim ${TRACE_B_SHIM:-same}, ${TRACE_B:-same configuration}${thp_b:+, host THP $thp_b}"
 fi
 i=1
 while [ $i -le "$runs" ]; do
   for v in $variants; do
+    if [ -n "$thp_b" ]; then
+      if [ $v = b ]; then echo "$thp_b" > "$thp_knob"; else echo "$thp_a" > "$thp_knob"; fi
+    fi
     ctr -a "$work/$v/c.sock" run --rm --runtime io.containerd.kata.v2 docker.io/library/busybox:latest "t$i" true >/dev/null
   done
   i=$((i + 1))
