@@ -284,6 +284,8 @@ pub fn create_machine(mut inputs: MachineInputs<'_>) -> Result<Machine, StartErr
         isa_letters: isa.letters,
         isa_extensions: isa.extensions,
         mmu_type: isa.mmu_type.map(str::to_string),
+        cbom_block_size: isa.cbom_block_size.and_then(|s| u32::try_from(s).ok()),
+        cboz_block_size: isa.cboz_block_size.and_then(|s| u32::try_from(s).ok()),
         timebase_frequency: u32::try_from(timebase).map_err(|_| {
             StartError::boot_data(
                 "the device tree",

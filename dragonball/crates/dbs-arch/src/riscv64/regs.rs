@@ -14,6 +14,10 @@ const fn reg(kind: u64, index: u64) -> u64 {
 
 /// `config.isa`: single-letter extensions, bit n = letter 'a' + n.
 pub const CONFIG_ISA: u64 = reg(TYPE_CONFIG, 0);
+/// `config.zicbom_block_size`: the cache-block management block size in bytes.
+pub const CONFIG_ZICBOM_BLOCK_SIZE: u64 = reg(TYPE_CONFIG, 1);
+/// `config.zicboz_block_size`: the cache-block zero block size in bytes.
+pub const CONFIG_ZICBOZ_BLOCK_SIZE: u64 = reg(TYPE_CONFIG, 5);
 /// `config.satp_mode`: 8 = sv39, 9 = sv48, 10 = sv57.
 pub const CONFIG_SATP_MODE: u64 = reg(TYPE_CONFIG, 6);
 /// `core.pc`.
@@ -59,6 +63,8 @@ mod tests {
         assert_eq!(CORE_A1, 0x8030_0000_0200_000b);
         assert_eq!(TIMER_FREQUENCY, 0x8030_0000_0400_0000);
         assert_eq!(CONFIG_SATP_MODE, 0x8030_0000_0100_0006);
+        assert_eq!(CONFIG_ZICBOM_BLOCK_SIZE, 0x8030_0000_0100_0001);
+        assert_eq!(CONFIG_ZICBOZ_BLOCK_SIZE, 0x8030_0000_0100_0005);
         assert_eq!(sbi_ext(SBI_EXT_DBCN), 0x8030_0000_0800_0009);
         assert_eq!(isa_ext(14), 0x8030_0000_0700_000e);
         assert_eq!(mmu_type(10), Some("riscv,sv57"));

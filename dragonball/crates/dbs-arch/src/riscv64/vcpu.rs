@@ -54,6 +54,11 @@ pub struct GuestIsa {
     pub extensions: Vec<String>,
     /// `mmu-type` from satp_mode.
     pub mmu_type: Option<&'static str>,
+    /// Zicbom's block size in bytes, where the guest has Zicbom (`riscv,cbom-block-size`:
+    /// without it Linux turns the extension off, with an error on the console).
+    pub cbom_block_size: Option<u64>,
+    /// Zicboz's block size in bytes, where the guest has Zicboz (`riscv,cboz-block-size`).
+    pub cboz_block_size: Option<u64>,
 }
 
 /// Reads the ISA from `config.isa` and every known ISA_EXT register. `ssaia` is left out
@@ -71,10 +76,30 @@ pub fn discover_isa(vcpu: &VcpuFd, with_aia: bool) -> Result<GuestIsa, RegError>
         }
     }
     let satp = get_u64(vcpu, regs::CONFIG_SATP_MODE, "config.satp_mode").unwrap_or(0);
+    let block_size = |ext: &str, id: u64, name: &'static str| {
+        extensions
+            .iter()
+            .any(|e| e == ext)
+            .then(|| get_u64(vcpu, id, name).ok())
+            .flatten()
+            .filter(|&size| size > 0)
+    };
+    let cbom_block_size = block_size(
+        "zicbom",
+        regs::CONFIG_ZICBOM_BLOCK_SIZE,
+        "config.zicbom_block_size",
+    );
+    let cboz_block_size = block_size(
+        "zicboz",
+        regs::CONFIG_ZICBOZ_BLOCK_SIZE,
+        "config.zicboz_block_size",
+    );
     Ok(GuestIsa {
         letters: isa::letters_from_bitmap(bitmap),
         extensions,
         mmu_type: regs::mmu_type(satp),
+        cbom_block_size,
+        cboz_block_size,
     })
 }
 

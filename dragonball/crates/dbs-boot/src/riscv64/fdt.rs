@@ -55,6 +55,10 @@ pub struct FdtConfig {
     pub isa_extensions: Vec<String>,
     /// `mmu-type`, e.g. "riscv,sv57".
     pub mmu_type: Option<String>,
+    /// `riscv,cbom-block-size` (Zicbom's block size in bytes), where the guest has Zicbom.
+    pub cbom_block_size: Option<u32>,
+    /// `riscv,cboz-block-size` (Zicboz's block size in bytes), where the guest has Zicboz.
+    pub cboz_block_size: Option<u32>,
     /// Timer frequency (KVM's timer.frequency register).
     pub timebase_frequency: u32,
     /// RAM base and size.
@@ -184,6 +188,12 @@ fn write_cpus(fdt: &mut FdtWriter, cfg: &FdtConfig) -> Result<(), FdtBuildError>
         if let Some(mmu) = &cfg.mmu_type {
             fdt.property_string("mmu-type", mmu)?;
         }
+        if let Some(size) = cfg.cbom_block_size {
+            fdt.property_u32("riscv,cbom-block-size", size)?;
+        }
+        if let Some(size) = cfg.cboz_block_size {
+            fdt.property_u32("riscv,cboz-block-size", size)?;
+        }
         let intc = fdt.begin_node("interrupt-controller")?;
         fdt.property_string("compatible", "riscv,cpu-intc")?;
         fdt.property_u32("#interrupt-cells", 1)?;
@@ -268,6 +278,8 @@ mod tests {
             isa_letters: "imafdc".into(),
             isa_extensions: vec!["zicsr".into(), "sstc".into()],
             mmu_type: Some("riscv,sv57".into()),
+            cbom_block_size: Some(64),
+            cboz_block_size: None,
             timebase_frequency: 10_000_000,
             memory: (layout::DRAM_BASE, 256 << 20),
             cmdline: "console=ttyS0".into(),
@@ -297,6 +309,8 @@ mod tests {
             num_sources: 33,
         }))
         .unwrap();
+        // No Zicboz in this guest: no block size for it.
+        assert!(!contains(&blob, b"riscv,cboz-block-size\0"));
         assert_eq!(&blob[..4], &[0xd0, 0x0d, 0xfe, 0xed], "FDT magic");
         for needle in [
             &b"cpu@1\0"[..],
@@ -310,6 +324,7 @@ mod tests {
             b"virtio_mmio@10001000\0",
             b"linux,initrd-start\0",
             b"memory@80000000\0",
+            b"riscv,cbom-block-size\0",
         ] {
             assert!(
                 contains(&blob, needle),
