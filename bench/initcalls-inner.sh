@@ -35,7 +35,8 @@ echo "$tag: kernel start to /init ${to_init} s (median of $runs, guest clock), i
 echo "$tag: slowest initcalls (median ms over the runs):"
 cat "$work"/calls.* | awk '{ print $2 }' | sort -u > "$work/names"
 while read -r name; do
-  m=$(for f in "$work"/calls.*; do awk -v n="$name" '$2 == n { s += $1 } END { print s + 0 }' "$f"; done | median)
+  # Compared as strings: awk would read a hex address as a number and merge neighbours.
+  m=$(for f in "$work"/calls.*; do awk -v n="$name" '($2 "") == (n "") { s += $1 } END { print s + 0 }' "$f"; done | median)
   echo "$m $name"
 done < "$work/names" | sort -rn | head -n "$top" | awk '{ printf "  %9.1f ms  %s\n", $1 / 1000, $2 }'
 mkdir -p "$root/out/bench"
