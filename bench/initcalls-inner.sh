@@ -8,6 +8,7 @@ out="$root/out/$arch"
 if [ "$arch" = riscv64 ]; then kernel="$out/Image"; platform=""; else kernel="$out/vmlinux"; platform="reboot=k pci=off"; fi
 thp=""; [ "${THP:-0}" = 1 ] && thp="--thp"
 initrd="${INITRD:-}"; [ -n "$initrd" ] || initrd="$out/test-initrd.cpio.gz"
+vmm="${VMM:-}"; [ -n "$vmm" ] || vmm="$out/dragonball"
 work="$(mktemp -d /tmp/kata-initcalls.XXXXXX)"
 trap 'rm -rf "$work"' EXIT
 tag="bench initcalls $arch"
@@ -15,7 +16,7 @@ tag="bench initcalls $arch"
 cmdline="console=ttyS0 quiet panic=-1 $platform initcall_debug test_init.mode=dmesg"
 i=1
 while [ $i -le "$runs" ]; do
-  if ! "$out/dragonball" --kernel "$kernel" --initrd "$initrd" --vcpus 1 --mem 128 \
+  if ! "$vmm" --kernel "$kernel" --initrd "$initrd" --vcpus 1 --mem 128 \
       $thp --cmdline "$cmdline" --console "file:$work/console.$i" >"$work/vmm.$i" 2>&1; then
     echo "$tag: run $i failed: $(tail -c 600 "$work/vmm.$i")"; exit 1
   fi
@@ -31,7 +32,7 @@ median() { sort -n | awk '{ v[NR] = $1 } END { if (NR == 0) print 0; else if (NR
 to_init=$(cat "$work"/init.* | median)
 # Sum of all initcalls, per run, median.
 total=$(for f in "$work"/calls.*; do awk '{ s += $1 } END { print s }' "$f"; done | median)
-echo "$tag: kernel start to /init ${to_init} s (median of $runs, guest clock), initcalls in all $(awk -v t="$total" 'BEGIN { printf "%.1f", t / 1000 }') ms; ${thp:-no --thp}; initrd $initrd ($(wc -c < "$initrd") bytes)"
+echo "$tag: kernel start to /init ${to_init} s (median of $runs, guest clock), initcalls in all $(awk -v t="$total" 'BEGIN { printf "%.1f", t / 1000 }') ms; $vmm ${thp:-no --thp}; initrd $initrd ($(wc -c < "$initrd") bytes)"
 echo "$tag: slowest initcalls (median ms over the runs):"
 cat "$work"/calls.* | awk '{ print $2 }' | sort -u > "$work/names"
 while read -r name; do

@@ -21,16 +21,27 @@ fn step(step: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> SetupError {
     move |source| SetupError { step, source }
 }
 
-/// CPUID: what KVM supports, with this vCPU's APIC id and the hypervisor bit.
+/// CPUID leaf 1 ECX: the local APIC's TSC-deadline timer mode.
+const LEAF1_ECX_TSC_DEADLINE: u32 = 1 << 24;
+/// CPUID leaf 1 ECX: running under a hypervisor.
+const LEAF1_ECX_HYPERVISOR: u32 = 1 << 31;
+
+/// CPUID: what KVM supports, with this vCPU's APIC id, the hypervisor bit and, where KVM
+/// emulates it, the TSC-deadline timer (KVM leaves that bit to userspace; without it
+/// Linux calibrates the LAPIC timer against jiffies, 100 ms and more on every boot).
 pub fn setup_cpuid(kvm: &Kvm, vcpu: &VcpuFd, id: u8, count: u8) -> Result<(), SetupError> {
     let mut cpuid: CpuId = kvm
         .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
         .map_err(step("KVM_GET_SUPPORTED_CPUID"))?;
+    let tsc_deadline = kvm.check_extension(kvm_ioctls::Cap::TscDeadlineTimer);
     for e in cpuid.as_mut_slice() {
         match e.function {
             1 => {
                 e.ebx = (e.ebx & 0x0000_ffff) | (u32::from(id) << 24) | (u32::from(count) << 16);
-                e.ecx |= 1 << 31; // running under a hypervisor
+                e.ecx |= LEAF1_ECX_HYPERVISOR;
+                if tsc_deadline {
+                    e.ecx |= LEAF1_ECX_TSC_DEADLINE;
+                }
             }
             0xb => e.edx = u32::from(id),
             _ => {}
