@@ -8,6 +8,11 @@ write_kata_config() {
       -e "s|@PREFIX@/share/kata-containers/kata-containers-initrd.img|$out/kata-containers-initrd.img|" \
       -e "s|^default_memory = .*|default_memory = $mem|" \
       "$root/configuration/configuration-dragonball-$arch.toml" > "$work/configuration.toml"
+  # HUGEPAGES=1: guest RAM in transparent huge pages (enable_hugepages).
+  if [ "${HUGEPAGES:-0}" = 1 ]; then
+    sed -i 's|^enable_hugepages = .*|enable_hugepages = true|' "$work/configuration.toml"
+    grep -q '^enable_hugepages = true$' "$work/configuration.toml" || { echo "could not set enable_hugepages"; exit 1; }
+  fi
 }
 
 # Starts containerd (CRI off) with the kata-rv configuration $work/configuration.toml;

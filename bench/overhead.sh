@@ -5,6 +5,7 @@
 # sandbox, and the ratio N sandboxes / (N × one); the CPU time one idle sandbox takes (ms
 # per s, by thread: vCPUs are the guest). JSON in out/bench/overhead-<arch>.json.
 # N is capped at what the test host's memory holds (kvm-host gives it 2048 MiB).
+# HUGEPAGES=1 runs the sandboxes with enable_hugepages = true.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$root/bench/host-lib.sh"
@@ -12,5 +13,5 @@ n="${N:-20}"
 for arch in ${ARCHES:-riscv64 x86_64}; do
   # kvm-host passes no environment through: settings go on the command line.
   kvm_host --arch "$arch" --timeout 3600 -- \
-    "MEM=${MEM:-128} SHARED_FS=${SHARED_FS:-} IDLE_WINDOW=${IDLE_WINDOW:-10} sh bench/overhead-inner.sh $arch $n"
+    "MEM=${MEM:-128} SHARED_FS=${SHARED_FS:-} IDLE_WINDOW=${IDLE_WINDOW:-10} HUGEPAGES=${HUGEPAGES:-0} sh bench/overhead-inner.sh $arch $n"
 done
