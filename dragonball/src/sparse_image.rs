@@ -2,7 +2,8 @@
 //! only the blocks that hold something are written. The all-zero ones — the alignment
 //! padding between a vmlinux's sections (x86_64 pads its text to 2 MiB) — then cost
 //! neither a copy nor a guest page. The destination is advised transparent huge pages
-//! first (the image is written in full, so they commit nothing the copy would not).
+//! first: the image is written almost in full, so they commit little the copy would not
+//! (inside a huge page, the skipped zero blocks are committed after all).
 
 use std::io::{Read, Seek, SeekFrom};
 
