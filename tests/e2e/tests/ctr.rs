@@ -1693,11 +1693,39 @@ fn host_state(ctrd: &Containerd) -> HostState {
     }
 }
 
+impl HostState {
+    /// True when `self` (taken after a workload) holds nothing `before` did not. containerd's
+    /// fd count may only fall: a connection of an earlier shim that containerd closes late
+    /// is not a leak of this workload.
+    fn holds_nothing_beyond(&self, before: &HostState) -> bool {
+        self.processes == before.processes
+            && self.mounts == before.mounts
+            && self.containerd_fds <= before.containerd_fds
+            && self.run_dirs == before.run_dirs
+            && self.cgroups == before.cgroups
+    }
+}
+
+/// The host once it is quiet: two snapshots a second apart that agree, or the last one after
+/// `bound` (what an earlier step left closing asynchronously must not count against the next).
+fn settled_host_state(ctrd: &Containerd, bound: Duration) -> HostState {
+    let deadline = Instant::now() + bound;
+    let mut last = host_state(ctrd);
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = host_state(ctrd);
+        if now == last || Instant::now() >= deadline {
+            return now;
+        }
+        last = now;
+    }
+}
+
 /// The soak: `cycles` create/start/exec/kill/delete cycles, [`soak_in_flight`] at a time, then an
 /// exact leak check against the host before them (processes, mount table, containerd's
 /// open fds, /run/kata*, /run/containerd/s, cgroups).
 fn soak(ctrd: &'static Containerd, cycles: usize) {
-    let before = host_state(ctrd);
+    let before = settled_host_state(ctrd, Duration::from_secs(15));
     let started = Instant::now();
     let in_flight = soak_in_flight();
     let workers: Vec<_> = (0..in_flight)
@@ -1747,7 +1775,7 @@ fn soak(ctrd: &'static Containerd, cycles: usize) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let after = host_state(ctrd);
-        if after == before {
+        if after.holds_nothing_beyond(&before) {
             break;
         }
         if Instant::now() >= deadline {
